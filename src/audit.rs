@@ -1,0 +1,556 @@
+//! The audit rules: what is known + what Spotify shows now -> what to record and alert.
+//!
+//! Pure functions over plain data: no I/O, no clock (the time is a parameter), so every
+//! rule is tested exhaustively at the bottom of this file. The store loads [`Known`], the
+//! poller builds a [`Snapshot`] from a *successful* poll only (a failed or partial poll is
+//! never evidence), and the store applies the returned [`Plan`] in one transaction.
+//!
+//! # Device identity
+//! Spotify's device `id` is not stable: clients get a new one when they reconnect, the web
+//! player gets one per tab, restricted devices may have none. A device seen now is the
+//! device on record
+//! 1. whose recorded ids include its `id`; else
+//! 2. with the same name and type (type compared case- and separator-insensitively) that no
+//!    other device in this same snapshot already claimed by id; the new id is then recorded
+//!    as an alias instead of raising an alert.
+//!
+//! Trade-off, stated plainly: a device that copies the exact name and type of a trusted
+//! device *while that device is offline* is taken for it and not flagged. While both are
+//! online at once the copy cannot claim the record (rule 2) and is flagged as unknown.
+//! The alternative, alerting on every id rotation, buries the person in false alarms.
+//!
+//! # Alerts
+//! - An untrusted device that is online is alerted unless it was alerted within
+//!   `realert_after`: a device that flickers off and on (idle and paused devices drop out of
+//!   the list) does not re-alert, and one that is simply not seen is not an event.
+//! - An untrusted device that is playing is alerted at critical urgency, under the same
+//!   re-alert bound; it replaces the "appeared" alert of that device in the same poll.
+//! - A device known by its id under another name is recorded as renamed (quietly).
+//! - When the distinct devices seen within 30 days reach `device_limit`, one alert, then
+//!   none until a full window has passed.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::event::Event;
+use crate::spotify::model::{Device, Playback, kind_key};
+
+/// The store's key of a device record.
+pub type DeviceKey = i64;
+
+/// The window over which distinct devices are counted against the limit.
+pub const LIMIT_WINDOW_DAYS: u32 = 30;
+
+/// A device on record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownDevice {
+    pub key: DeviceKey,
+    /// Every Spotify id this device was seen with (its aliases).
+    pub spotify_ids: Vec<String>,
+    pub name: String,
+    pub kind: String,
+    pub trusted: bool,
+    /// The last "unknown device" alert, for the re-alert bound.
+    pub alerted_at: Option<DateTime<Utc>>,
+    /// The last "unknown device playing" alert.
+    pub play_alerted_at: Option<DateTime<Utc>>,
+}
+
+/// Everything the rules need from the store about one account.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Known {
+    /// Devices on record (forgotten ones excluded).
+    pub devices: Vec<KnownDevice>,
+    /// Keys of devices (forgotten ones included) last seen within the limit window.
+    pub seen_in_window: Vec<DeviceKey>,
+    /// The last device-limit alert.
+    pub limit_alerted_at: Option<DateTime<Utc>>,
+}
+
+/// What one successful poll saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub devices: Vec<Device>,
+    /// `None`: nothing plays, or no device was active so playback was not asked for.
+    pub playback: Option<Playback>,
+}
+
+/// The settings the rules depend on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub realert_after: Duration,
+    pub device_limit: u32,
+}
+
+/// Which record a seen device belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Known(DeviceKey),
+    /// Not on record: the store creates it.
+    New,
+}
+
+/// One device seen in this poll, resolved, with what to update on its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub target: Target,
+    pub device: Device,
+    /// A Spotify id not yet recorded for this device.
+    pub new_alias: Option<String>,
+    /// Set the record's name to `device.name` (a rename, or a new device).
+    pub renamed: bool,
+    pub alerted: bool,
+    pub play_alerted: bool,
+}
+
+/// An event and the seen device it is about (an index into [`Plan::seen`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedEvent {
+    pub seen: Option<usize>,
+    pub event: Event,
+}
+
+/// What the store must write for this poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub seen: Vec<Seen>,
+    pub events: Vec<PlannedEvent>,
+    pub limit_alerted: bool,
+}
+
+impl Plan {
+    /// Whether every device seen is trusted.
+    pub fn all_trusted(&self, known: &Known) -> bool {
+        self.seen.iter().all(|s| match s.target {
+            Target::Known(key) => known.devices.iter().any(|d| d.key == key && d.trusted),
+            Target::New => false,
+        })
+    }
+}
+
+/// The rules. `now` is the poll's time.
+pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Plan {
+    let observed = observed_devices(snapshot);
+    let targets = resolve(known, &observed);
+    let realert = chrono::Duration::from_std(policy.realert_after).unwrap_or(chrono::Duration::MAX);
+    let due = |last: Option<DateTime<Utc>>| last.is_none_or(|t| now.signed_duration_since(t) >= realert);
+    let playing_index = playing_index(snapshot, &observed);
+
+    let mut plan = Plan::default();
+    for (i, (device, target)) in observed.into_iter().zip(targets).enumerate() {
+        let record = match target {
+            Target::Known(key) => known.devices.iter().find(|d| d.key == key),
+            Target::New => None,
+        };
+        let trusted = record.is_some_and(|r| r.trusted);
+        let new_alias = match (&device.id, record) {
+            (Some(id), Some(r)) if !r.spotify_ids.contains(id) => Some(id.clone()),
+            _ => None,
+        };
+        let mut seen = Seen {
+            target,
+            renamed: record.is_none_or(|r| r.name != device.name),
+            device,
+            new_alias,
+            alerted: false,
+            play_alerted: false,
+        };
+        if let Some(r) = record.filter(|_| seen.renamed) {
+            plan.events.push(PlannedEvent {
+                seen: Some(i),
+                event: Event::DeviceRenamed {
+                    from: r.name.clone(),
+                    to: seen.device.name.clone(),
+                    device_type: seen.device.kind.clone(),
+                },
+            });
+        }
+        if !trusted {
+            let playback = snapshot.playback.as_ref().filter(|p| p.is_playing && playing_index == Some(i));
+            if let Some(p) = playback.filter(|_| due(record.and_then(|r| r.play_alerted_at))) {
+                seen.play_alerted = true;
+                // The louder alert says all the quieter one would; it counts as both.
+                seen.alerted = true;
+                plan.events.push(PlannedEvent {
+                    seen: Some(i),
+                    event: Event::UnknownPlaying {
+                        name: seen.device.name.clone(),
+                        device_type: seen.device.kind.clone(),
+                        what: p.describe(),
+                        private_session: seen.device.is_private_session,
+                    },
+                });
+            } else if due(record.and_then(|r| r.alerted_at)) {
+                seen.alerted = true;
+                plan.events.push(PlannedEvent {
+                    seen: Some(i),
+                    event: Event::DeviceAppeared {
+                        name: seen.device.name.clone(),
+                        device_type: seen.device.kind.clone(),
+                        spotify_id: seen.device.id.clone(),
+                    },
+                });
+            }
+        }
+        plan.seen.push(seen);
+    }
+
+    let count = distinct_in_window(known, &plan);
+    let window = chrono::Duration::days(i64::from(LIMIT_WINDOW_DAYS));
+    let limit_due = known.limit_alerted_at.is_none_or(|t| now.signed_duration_since(t) >= window);
+    if count >= policy.device_limit && limit_due {
+        plan.limit_alerted = true;
+        plan.events.push(PlannedEvent {
+            seen: None,
+            event: Event::DeviceLimit { count, limit: policy.device_limit, window_days: LIMIT_WINDOW_DAYS },
+        });
+    }
+    plan
+}
+
+/// The device list, plus the playing device when the list lacks it: a restricted device
+/// can play without being listed, and may have no id.
+fn observed_devices(snapshot: &Snapshot) -> Vec<Device> {
+    let mut devices = snapshot.devices.clone();
+    if let Some(d) = snapshot.playback.as_ref().and_then(|p| p.device.as_ref()) {
+        if find_same(&devices, d).is_none() {
+            devices.push(d.clone());
+        }
+    }
+    devices
+}
+
+/// The index of the device that plays, if any.
+fn playing_index(snapshot: &Snapshot, observed: &[Device]) -> Option<usize> {
+    let device = snapshot.playback.as_ref()?.device.as_ref();
+    match device {
+        Some(d) => find_same(observed, d),
+        // No device in the playback answer: the active one in the list is playing.
+        None => observed.iter().position(|d| d.is_active),
+    }
+}
+
+/// The same device within one answer: same id, or with no id the same name and type.
+fn find_same(devices: &[Device], d: &Device) -> Option<usize> {
+    match &d.id {
+        Some(id) => devices.iter().position(|x| x.id.as_ref() == Some(id)),
+        None => devices.iter().position(|x| x.name == d.name && kind_key(&x.kind) == kind_key(&d.kind)),
+    }
+}
+
+/// Applies the identity rule (see the module docs) to every observed device.
+fn resolve(known: &Known, observed: &[Device]) -> Vec<Target> {
+    let mut targets = vec![Target::New; observed.len()];
+    let mut claimed = HashSet::new();
+    // Pass 1: ids. A record claimed here is not available to name matching.
+    for (t, d) in targets.iter_mut().zip(observed) {
+        let Some(id) = &d.id else { continue };
+        if let Some(r) = known.devices.iter().find(|r| r.spotify_ids.contains(id)) {
+            if claimed.insert(r.key) {
+                *t = Target::Known(r.key);
+            }
+        }
+    }
+    // Pass 2: name and type, for what ids did not resolve.
+    for (t, d) in targets.iter_mut().zip(observed) {
+        if *t != Target::New {
+            continue;
+        }
+        let kind = kind_key(&d.kind);
+        let found = known
+            .devices
+            .iter()
+            .find(|r| !claimed.contains(&r.key) && r.name == d.name && kind_key(&r.kind) == kind);
+        if let Some(r) = found {
+            claimed.insert(r.key);
+            *t = Target::Known(r.key);
+        }
+    }
+    targets
+}
+
+/// Distinct devices seen within the window, counting this poll's.
+fn distinct_in_window(known: &Known, plan: &Plan) -> u32 {
+    let mut keys: HashSet<DeviceKey> = known.seen_in_window.iter().copied().collect();
+    let mut new = 0u32;
+    for s in &plan.seen {
+        match s.target {
+            Target::Known(k) => {
+                keys.insert(k);
+            }
+            Target::New => new += 1,
+        }
+    }
+    u32::try_from(keys.len()).unwrap_or(u32::MAX).saturating_add(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).single().expect("valid")
+            + chrono::Duration::minutes(minutes)
+    }
+
+    fn dev(id: Option<&str>, name: &str, kind: &str) -> Device {
+        Device { id: id.map(str::to_string), name: name.into(), kind: kind.into(), ..Device::default() }
+    }
+
+    fn known(key: DeviceKey, ids: &[&str], name: &str, kind: &str, trusted: bool) -> KnownDevice {
+        KnownDevice {
+            key,
+            spotify_ids: ids.iter().map(|s| s.to_string()).collect(),
+            name: name.into(),
+            kind: kind.into(),
+            trusted,
+            alerted_at: None,
+            play_alerted_at: None,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy { realert_after: Duration::from_secs(24 * 3600), device_limit: 6 }
+    }
+
+    fn snap(devices: Vec<Device>) -> Snapshot {
+        Snapshot { devices, playback: None }
+    }
+
+    fn kinds(plan: &Plan) -> Vec<&'static str> {
+        plan.events.iter().map(|e| e.event.kind()).collect()
+    }
+
+    fn playing(device: Device, track: &str) -> Playback {
+        Playback {
+            device: Some(device),
+            is_playing: true,
+            currently_playing_type: Some("track".into()),
+            item: Some(crate::spotify::model::Item {
+                name: track.into(),
+                kind: "track".into(),
+                artists: vec![crate::spotify::model::Artist { name: "Band".into() }],
+                show: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn trusted_device_by_id_is_quiet() {
+        let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(Some("a"), "Laptop", "Computer")]), &policy(), t(0));
+        assert!(plan.events.is_empty());
+        assert_eq!(plan.seen[0].target, Target::Known(1));
+        assert!(!plan.seen[0].renamed);
+        assert!(plan.all_trusted(&k));
+    }
+
+    #[test]
+    fn new_device_alerts_once_and_is_created() {
+        let plan =
+            evaluate(&Known::default(), &snap(vec![dev(Some("x"), "iPhone", "Smartphone")]), &policy(), t(0));
+        assert_eq!(kinds(&plan), ["device_appeared"]);
+        assert_eq!(plan.seen[0].target, Target::New);
+        assert!(plan.seen[0].alerted);
+        assert!(plan.seen[0].renamed, "a new record takes the name");
+        assert!(!plan.all_trusted(&Known::default()));
+        match &plan.events[0].event {
+            Event::DeviceAppeared { name, device_type, spotify_id } => {
+                assert_eq!((name.as_str(), device_type.as_str()), ("iPhone", "Smartphone"));
+                assert_eq!(spotify_id.as_deref(), Some("x"));
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn untrusted_device_is_not_realerted_within_the_bound_but_is_after() {
+        let mut d = known(1, &["x"], "iPhone", "Smartphone", false);
+        d.alerted_at = Some(t(0));
+        let k = Known { devices: vec![d], ..Known::default() };
+        let s = snap(vec![dev(Some("x"), "iPhone", "Smartphone")]);
+        // A flicker: gone for a poll, back an hour later.
+        assert!(evaluate(&k, &s, &policy(), t(60)).events.is_empty());
+        assert!(evaluate(&k, &s, &policy(), t(24 * 60 - 1)).events.is_empty());
+        let later = evaluate(&k, &s, &policy(), t(24 * 60));
+        assert_eq!(kinds(&later), ["device_appeared"]);
+    }
+
+    #[test]
+    fn not_being_seen_is_not_an_event() {
+        let k = Known { devices: vec![known(1, &["x"], "iPhone", "Smartphone", false)], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![]), &policy(), t(0));
+        assert!(plan.events.is_empty());
+        assert!(plan.seen.is_empty());
+    }
+
+    #[test]
+    fn rotated_id_with_same_name_and_type_is_an_alias_not_an_alert() {
+        let k = Known { devices: vec![known(1, &["old"], "Phone", "Smartphone", true)], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(Some("new"), "Phone", "smartphone")]), &policy(), t(0));
+        assert!(plan.events.is_empty(), "{:?}", plan.events);
+        assert_eq!(plan.seen[0].target, Target::Known(1));
+        assert_eq!(plan.seen[0].new_alias.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn type_casings_match_but_other_types_do_not() {
+        let k = Known { devices: vec![known(1, &["old"], "TV", "CastVideo", true)], ..Known::default() };
+        let same = evaluate(&k, &snap(vec![dev(Some("n"), "TV", "cast_video")]), &policy(), t(0));
+        assert_eq!(same.seen[0].target, Target::Known(1));
+        let other = evaluate(&k, &snap(vec![dev(Some("n"), "TV", "Computer")]), &policy(), t(0));
+        assert_eq!(other.seen[0].target, Target::New);
+        assert_eq!(kinds(&other), ["device_appeared"]);
+    }
+
+    #[test]
+    fn name_match_is_exact() {
+        let k = Known { devices: vec![known(1, &["old"], "Phone", "Smartphone", true)], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(Some("n"), "phone", "Smartphone")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::New);
+    }
+
+    #[test]
+    fn a_copy_online_next_to_the_original_is_flagged() {
+        let k = Known { devices: vec![known(1, &["orig"], "Phone", "Smartphone", true)], ..Known::default() };
+        let s =
+            snap(vec![dev(Some("copy"), "Phone", "Smartphone"), dev(Some("orig"), "Phone", "Smartphone")]);
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::New, "the copy cannot claim a record claimed by id");
+        assert_eq!(plan.seen[1].target, Target::Known(1));
+        assert_eq!(kinds(&plan), ["device_appeared"]);
+    }
+
+    #[test]
+    fn null_id_matches_by_name_and_type() {
+        let k = Known { devices: vec![known(1, &["a"], "Car", "Automobile", true)], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(None, "Car", "Automobile")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::Known(1));
+        assert_eq!(plan.seen[0].new_alias, None);
+        assert!(plan.events.is_empty());
+    }
+
+    #[test]
+    fn rename_of_known_id_is_recorded_and_trust_kept() {
+        let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(Some("a"), "Work laptop", "Computer")]), &policy(), t(0));
+        assert_eq!(kinds(&plan), ["device_renamed"]);
+        assert!(plan.seen[0].renamed);
+        assert!(plan.all_trusted(&k));
+        assert_eq!(plan.events[0].event.urgency(), crate::event::Urgency::Quiet);
+    }
+
+    #[test]
+    fn unknown_device_playing_is_critical_and_replaces_appeared() {
+        let d = dev(Some("x"), "Speaker", "Speaker");
+        let s = Snapshot {
+            devices: vec![Device { is_active: true, ..d.clone() }],
+            playback: Some(playing(d, "Song")),
+        };
+        let plan = evaluate(&Known::default(), &s, &policy(), t(0));
+        assert_eq!(kinds(&plan), ["unknown_playing"]);
+        assert!(plan.seen[0].alerted && plan.seen[0].play_alerted);
+        assert_eq!(plan.events[0].event.urgency(), crate::event::Urgency::Critical);
+        match &plan.events[0].event {
+            Event::UnknownPlaying { what, .. } => assert_eq!(what, "\u{201c}Song\u{201d} by Band"),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn playing_after_an_appeared_alert_still_alerts_once() {
+        let mut r = known(1, &["x"], "Speaker", "Speaker", false);
+        r.alerted_at = Some(t(0));
+        let d = dev(Some("x"), "Speaker", "Speaker");
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")) };
+        let k = Known { devices: vec![r.clone()], ..Known::default() };
+        assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(5))), ["unknown_playing"]);
+        r.play_alerted_at = Some(t(5));
+        let k = Known { devices: vec![r], ..Known::default() };
+        assert!(evaluate(&k, &s, &policy(), t(10)).events.is_empty(), "same play, no repeat");
+    }
+
+    #[test]
+    fn paused_playback_is_not_playing() {
+        let d = dev(Some("x"), "Speaker", "Speaker");
+        let mut p = playing(d.clone(), "Song");
+        p.is_playing = false;
+        let plan =
+            evaluate(&Known::default(), &Snapshot { devices: vec![d], playback: Some(p) }, &policy(), t(0));
+        assert_eq!(kinds(&plan), ["device_appeared"]);
+    }
+
+    #[test]
+    fn trusted_device_playing_is_quiet() {
+        let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
+        let d = dev(Some("a"), "Laptop", "Computer");
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")) };
+        assert!(evaluate(&k, &s, &policy(), t(0)).events.is_empty());
+    }
+
+    #[test]
+    fn restricted_device_missing_from_list_is_seen_through_playback() {
+        let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
+        let hidden = Device { is_restricted: true, ..dev(None, "Car", "Automobile") };
+        let s = Snapshot {
+            devices: vec![dev(Some("a"), "Laptop", "Computer")],
+            playback: Some(playing(hidden, "Song")),
+        };
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert_eq!(plan.seen.len(), 2);
+        assert_eq!(kinds(&plan), ["unknown_playing"]);
+        assert_eq!(plan.events[0].seen, Some(1));
+    }
+
+    #[test]
+    fn playback_without_device_blames_the_active_one() {
+        let d = Device { is_active: true, ..dev(Some("x"), "Speaker", "Speaker") };
+        let mut p = playing(d.clone(), "Song");
+        p.device = None;
+        let plan =
+            evaluate(&Known::default(), &Snapshot { devices: vec![d], playback: Some(p) }, &policy(), t(0));
+        assert_eq!(kinds(&plan), ["unknown_playing"]);
+    }
+
+    #[test]
+    fn device_limit_alerts_once_per_window() {
+        let devices: Vec<KnownDevice> =
+            (1..=5).map(|i| known(i, &[&format!("id{i}")], &format!("D{i}"), "Computer", true)).collect();
+        let k = Known { seen_in_window: (1..=5).collect(), devices, limit_alerted_at: None };
+        // Five seen in the window and five now: below the limit of six.
+        let five: Vec<Device> =
+            (1..=5).map(|i| dev(Some(&format!("id{i}")), &format!("D{i}"), "Computer")).collect();
+        assert!(evaluate(&k, &snap(five.clone()), &policy(), t(0)).events.is_empty());
+        // A sixth, new one reaches it: appeared + limit.
+        let mut six = five;
+        six.push(dev(Some("id6"), "D6", "Computer"));
+        let plan = evaluate(&k, &snap(six.clone()), &policy(), t(0));
+        assert_eq!(kinds(&plan), ["device_appeared", "device_limit"]);
+        assert!(plan.limit_alerted);
+        assert_eq!(plan.events[1].event, Event::DeviceLimit { count: 6, limit: 6, window_days: 30 });
+        // Already alerted 10 days ago: quiet; after 30 days: again.
+        let k2 = Known { limit_alerted_at: Some(t(0)), ..k.clone() };
+        assert!(!evaluate(&k2, &snap(six.clone()), &policy(), t(10 * 24 * 60)).limit_alerted);
+        assert!(evaluate(&k2, &snap(six), &policy(), t(30 * 24 * 60)).limit_alerted);
+    }
+
+    #[test]
+    fn devices_seen_earlier_in_the_window_count_toward_the_limit() {
+        let k = Known { seen_in_window: vec![10, 11, 12, 13, 14], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(Some("z"), "New", "TV")]), &policy(), t(0));
+        assert!(plan.limit_alerted);
+        let plan = evaluate(&k, &snap(vec![]), &policy(), t(0));
+        assert!(!plan.limit_alerted, "five is below six");
+    }
+
+    #[test]
+    fn two_new_devices_with_the_same_name_and_no_id_are_two_records() {
+        let s = snap(vec![dev(None, "Echo", "Speaker"), dev(Some("b"), "Echo", "Speaker")]);
+        let plan = evaluate(&Known::default(), &s, &policy(), t(0));
+        assert_eq!(plan.seen.len(), 2);
+        assert_eq!(kinds(&plan), ["device_appeared", "device_appeared"]);
+    }
+}

@@ -1,0 +1,114 @@
+//! `spotguard check`: one poll now, printed, nothing recorded and nothing shown.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::EXIT_UNTRUSTED;
+use super::format::name;
+use crate::audit::Target;
+use crate::daemon::{Context, poll};
+use crate::event::Event;
+use crate::text::terminal;
+
+#[derive(Debug, clap::Args)]
+pub struct Cmd {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceOut {
+    id: Option<String>,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    is_active: bool,
+    known: bool,
+    trusted: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Out {
+    account: String,
+    at: chrono::DateTime<chrono::Utc>,
+    devices: Vec<DeviceOut>,
+    playing: Option<String>,
+    would_alert: Vec<Event>,
+    all_trusted: bool,
+}
+
+impl Cmd {
+    pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
+        let account = ctx.accounts().await?.remove(0);
+        let policy = poll::policy(&ctx.config);
+        let report = poll::poll_once(&ctx.client, &ctx.tokens, &ctx.store, &policy, &account, true)
+            .await
+            .with_context(|| format!("cannot poll Spotify for account {}", account.name))?;
+        let trusted = |t: Target| match t {
+            Target::Known(k) => report.known.devices.iter().any(|d| d.key == k && d.trusted),
+            Target::New => false,
+        };
+        let out = Out {
+            account: account.name.clone(),
+            at: report.at,
+            devices: report
+                .plan
+                .seen
+                .iter()
+                .map(|s| DeviceOut {
+                    id: s.device.id.clone(),
+                    name: s.device.name.clone(),
+                    kind: s.device.kind.clone(),
+                    is_active: s.device.is_active,
+                    known: s.target != Target::New,
+                    trusted: trusted(s.target),
+                })
+                .collect(),
+            playing: report.snapshot.playback.as_ref().filter(|p| p.is_playing).map(|p| p.describe()),
+            would_alert: report
+                .plan
+                .events
+                .iter()
+                .map(|e| e.event.clone())
+                .filter(|e| e.urgency() > crate::event::Urgency::Quiet)
+                .collect(),
+            all_trusted: report.plan.all_trusted(&report.known),
+        };
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            print_text(&out);
+        }
+        Ok(if out.all_trusted { ExitCode::SUCCESS } else { ExitCode::from(EXIT_UNTRUSTED) })
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_text(out: &Out) {
+    println!("Spotify account {}: {} device(s) online", terminal(&out.account), out.devices.len());
+    for d in &out.devices {
+        let mark = if d.trusted {
+            "trusted"
+        } else if d.known {
+            "NOT TRUSTED"
+        } else {
+            "NEW, NOT TRUSTED"
+        };
+        let active = if d.is_active { ", active" } else { "" };
+        println!("  {} ({}{active}): {mark}", name(&d.name), name(&d.kind));
+    }
+    if let Some(p) = &out.playing {
+        println!("Playing: {}", name(p));
+    }
+    if out.would_alert.is_empty() {
+        println!("Nothing to alert.");
+    } else {
+        println!("Would alert:");
+        for e in &out.would_alert {
+            println!("  - {}", name(&e.describe()));
+        }
+    }
+}

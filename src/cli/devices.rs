@@ -1,0 +1,190 @@
+//! `spotguard devices [trust|forget]`: the devices on record, and the person's verdicts.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use chrono::Utc;
+use serde::Serialize;
+
+use super::format::{ago, name, table};
+use crate::daemon::Context;
+use crate::event::TrustedBy;
+use crate::store::{DeviceRow, Found};
+
+#[derive(Debug, clap::Args)]
+pub struct Cmd {
+    #[command(subcommand)]
+    action: Option<Action>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Include forgotten devices
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Trust a device: it will not be alerted on again
+    #[command(after_help = "Example: spotguard devices trust \"Kitchen speaker\"")]
+    Trust {
+        /// The device's id, an id prefix (4+ characters), or its name
+        device: String,
+    },
+    /// Forget a device: if it comes back, it is new and untrusted again
+    #[command(after_help = "Example: spotguard devices forget 3f2a")]
+    Forget {
+        /// The device's id, an id prefix (4+ characters), or its name
+        device: String,
+    },
+}
+
+/// The `--json` shape of one device; field names are stable.
+#[derive(Debug, Serialize)]
+struct DeviceJson<'a> {
+    id: Option<&'a str>,
+    key: i64,
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    trusted: bool,
+    first_seen: String,
+    last_seen: String,
+    online: bool,
+    label: Option<&'a str>,
+    forgotten: bool,
+}
+
+impl Cmd {
+    pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
+        let account_name = ctx.account_names().remove(0);
+        let lookup = account_name.clone();
+        let account = ctx.store.call(move |s| s.find_account(&lookup)).await?;
+        match self.action {
+            None => {
+                let all = self.all;
+                let rows = match account {
+                    Some(a) => ctx.store.call(move |s| s.devices(a, all)).await?,
+                    None => Vec::new(),
+                };
+                if self.json {
+                    print_json(&rows)?;
+                } else {
+                    print_table(&rows, &account_name);
+                }
+            }
+            Some(Action::Trust { device }) => {
+                let d = resolve(&ctx, account, &device).await?;
+                let key = d.key;
+                let changed = ctx.store.call(move |s| s.trust(key, TrustedBy::Cli, Utc::now())).await?;
+                say(&if changed {
+                    format!("Trusted {} ({}).", name(&d.name), name(&d.kind))
+                } else {
+                    format!("{} ({}) was already trusted.", name(&d.name), name(&d.kind))
+                });
+            }
+            Some(Action::Forget { device }) => {
+                let d = resolve(&ctx, account, &device).await?;
+                let key = d.key;
+                ctx.store.call(move |s| s.forget(key, Utc::now())).await?;
+                say(&format!(
+                    "Forgot {} ({}). If it comes back it will be alerted on as a new device.",
+                    name(&d.name),
+                    name(&d.kind)
+                ));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Finds exactly one device or explains why not, changing nothing.
+async fn resolve(ctx: &Context, account: Option<i64>, query: &str) -> anyhow::Result<DeviceRow> {
+    let found = match account {
+        Some(a) => {
+            let q = query.to_string();
+            ctx.store.call(move |s| s.find_device(a, &q)).await?
+        }
+        None => Found::None,
+    };
+    match found {
+        Found::One(d) => Ok(d),
+        Found::None => bail!("no device matches {:?}; `spotguard devices` lists them", name(query)),
+        Found::Ambiguous(list) => {
+            let names: Vec<String> = list
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} ({}, id {})",
+                        name(&d.name),
+                        name(&d.kind),
+                        d.id.as_deref().map_or("none".into(), name)
+                    )
+                })
+                .collect();
+            bail!(
+                "{:?} matches {} devices: {}; give the id instead",
+                name(query),
+                list.len(),
+                names.join("; ")
+            )
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+#[allow(clippy::print_stdout)]
+fn print_json(rows: &[DeviceRow]) -> anyhow::Result<()> {
+    let out: Vec<DeviceJson<'_>> = rows
+        .iter()
+        .map(|d| DeviceJson {
+            id: d.id.as_deref(),
+            key: d.key,
+            name: &d.name,
+            kind: &d.kind,
+            trusted: d.trusted,
+            first_seen: d.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            last_seen: d.last_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            online: d.online,
+            label: d.label.as_deref(),
+            forgotten: d.forgotten,
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub(super) fn print_table(rows: &[DeviceRow], account: &str) {
+    if rows.is_empty() {
+        println!("No devices seen yet on account {account}. `spotguard run` records them as it polls.");
+        return;
+    }
+    let now = Utc::now();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|d| {
+            vec![
+                name(&d.name),
+                name(&d.kind),
+                if d.forgotten {
+                    "forgotten"
+                } else if d.trusted {
+                    "yes"
+                } else {
+                    "NO"
+                }
+                .to_string(),
+                ago(d.first_seen, now),
+                ago(d.last_seen, now),
+                if d.online { "yes" } else { "" }.to_string(),
+                d.id.as_deref().map(|i| name(&i.chars().take(12).collect::<String>())).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["NAME", "TYPE", "TRUSTED", "FIRST SEEN", "LAST SEEN", "ONLINE", "ID"], &body));
+}

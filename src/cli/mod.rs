@@ -1,0 +1,83 @@
+//! The `spotguard` command line: parse, call the library, print. Nothing else.
+//!
+//! One file per subcommand, each with a `Cmd` (its parsed flags, plain data) and a `run`.
+//! Commands get their dependencies as arguments; fast commands open only what they need.
+//! Everything printed that came from Spotify goes through [`crate::text::terminal`].
+
+mod check;
+mod demo;
+mod devices;
+mod fake_server;
+mod format;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::daemon::Context;
+
+/// Exit status of `check` when a device that is not trusted is online.
+pub const EXIT_UNTRUSTED: u8 = 3;
+
+/// Tells you the moment a device you do not know uses your Spotify account.
+#[derive(Debug, Parser)]
+#[command(name = "spotguard", version, propagate_version = true)]
+#[command(
+    after_help = "Start with `spotguard demo` to see what an alert looks like, no Spotify account needed."
+)]
+pub struct Cli {
+    /// The config file [default: $XDG_CONFIG_HOME/spotguard/config.toml]
+    #[arg(long, global = true, env = "SPOTGUARD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the watcher: poll Spotify on the schedule and alert on unknown devices
+    #[command(after_help = "Example: spotguard run --config ~/.config/spotguard/config.toml")]
+    Run(run::Cmd),
+    /// Poll once now and print what is online and what would alert (exit 3: untrusted devices)
+    #[command(after_help = "Example: spotguard check --json")]
+    Check(check::Cmd),
+    /// List the devices seen on the account, or trust or forget one
+    #[command(after_help = "Examples:\n  spotguard devices\n  spotguard devices trust \"Kitchen speaker\"")]
+    Devices(devices::Cmd),
+    /// Show what spotguard does against a built-in fake Spotify: no account needed
+    Demo(demo::Cmd),
+    /// Serve the fake Spotify Web API on loopback (for benchmarks and scripts)
+    #[command(hide = true)]
+    FakeSpotify(fake_server::Cmd),
+}
+
+/// Runs the parsed command; the exit code is the caller's to return.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo(cmd) => cmd.run().await,
+        Command::FakeSpotify(cmd) => cmd.run().await,
+        Command::Run(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Check(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Devices(cmd) => cmd.run(context(cli.config)?).await,
+    }
+}
+
+/// Loads the configuration and builds the running parts from it.
+fn context(config: Option<PathBuf>) -> anyhow::Result<Context> {
+    let (config, source) = Config::load(config.as_deref())?;
+    Context::build(config, source).context("cannot start")
+}

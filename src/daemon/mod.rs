@@ -1,0 +1,268 @@
+//! The daemon: one poll loop per account, driven by the schedule, with the outbox behind it.
+//!
+//! [`run`] takes shutdown as a future. On start it delivers what a previous run committed but
+//! did not show (crash recovery), then polls each account at once and on every tick. A loop
+//! never overlaps itself, skips ticks while backing off, and logs on state changes (failing,
+//! recovered), not on every poll. On shutdown it stops the clock and lets an in-flight poll
+//! finish within [`SHUTDOWN_GRACE`]; past that the task is dropped, and its transaction, if
+//! open, rolls back: nothing is ever half-written.
+
+pub mod backoff;
+pub mod poll;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::auth::TokenFiles;
+use crate::config::{Config, ConfigError, Source, WARN_EVERY_BELOW};
+use crate::event::TrustedBy;
+use crate::notify::{Desktop, Dispatcher, Invoked, action, opener};
+use crate::schedule::{Clock, ScheduleError, Ticks};
+use crate::spotify::{Client, SpotifyError};
+use crate::store::{SharedStore, Store, StoreError};
+use backoff::{Backoff, Failure};
+use poll::{Account, PollError};
+
+/// How long an in-flight poll may take to finish once shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything a command or the daemon needs, built once from the configuration.
+/// Cheap to clone: the store and the HTTP pool are shared.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub source: Source,
+    pub store: SharedStore,
+    pub client: Client,
+    pub tokens: TokenFiles,
+}
+
+/// What can stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Spotify(#[from] SpotifyError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+impl Context {
+    /// Opens the store and builds the HTTP client: the one fallible step from plain
+    /// configuration to running parts.
+    pub fn build(config: Config, source: Source) -> Result<Context, DaemonError> {
+        let store = Store::open(&config.database_path()?)?;
+        let client = Client::new(config.spotify.api_base.as_str())?;
+        let tokens = TokenFiles::new(config.tokens_dir()?);
+        Ok(Context { config: Arc::new(config), source, store: SharedStore::new(store), client, tokens })
+    }
+
+    /// The accounts to watch. One, `default`, until the config can name several.
+    pub fn account_names(&self) -> Vec<String> {
+        vec!["default".to_string()]
+    }
+
+    /// Registers the accounts in the store and returns them.
+    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let names = self.account_names();
+        self.store
+            .call(move |s| {
+                names
+                    .into_iter()
+                    .map(|name| Ok(Account { id: s.account(&name, Utc::now())?, name }))
+                    .collect()
+            })
+            .await
+    }
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(ctx: Context, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let schedule = ctx.config.schedule();
+    if let crate::config::Schedule::Every(every) = schedule {
+        if every < WARN_EVERY_BELOW {
+            tracing::warn!(
+                "polling {schedule} is more often than useful; Spotify rate-limits apps, 60s is plenty"
+            );
+        }
+    }
+    let accounts = ctx.accounts().await?;
+    let (invoked_tx, invoked_rx) = mpsc::channel(16);
+    let desktop =
+        ctx.config.notify.desktop.then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
+    let dispatcher =
+        Arc::new(Dispatcher::new(desktop, ctx.config.alerts.sign_out_url.as_str(), accounts.len() > 1));
+
+    // Alerts a previous run committed but did not get to show.
+    if let Err(e) = dispatcher.deliver_pending(&ctx.store).await {
+        tracing::error!("cannot deliver pending alerts: {e}");
+    }
+    let actions = tokio::spawn(handle_actions(ctx.clone(), invoked_rx));
+
+    let (clock, ticks) = Clock::start(&schedule, accounts.len()).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = JoinSet::new();
+    tracing::info!(
+        accounts = accounts.len(),
+        database = %ctx.store_path(),
+        "spotguard is watching, polling {schedule}"
+    );
+    for (account, ticks) in accounts.into_iter().zip(ticks) {
+        loops.spawn(account_loop(ctx.clone(), dispatcher.clone(), account, ticks, stop_rx.clone()));
+    }
+
+    shutdown.await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    clock.stop().await;
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while loops.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("a poll did not finish in time; it was rolled back");
+        loops.shutdown().await;
+    }
+    actions.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl Context {
+    fn store_path(&self) -> String {
+        self.config.database_path().map(|p| p.display().to_string()).unwrap_or_default()
+    }
+}
+
+/// One account's loop: poll now, then on each tick, never overlapping, never bursting.
+async fn account_loop(
+    ctx: Context,
+    dispatcher: Arc<Dispatcher>,
+    account: Account,
+    mut ticks: Ticks,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut state = LoopState::default();
+    poll_and_deliver(&ctx, &dispatcher, &account, &mut state).await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            tick = ticks.next() => {
+                if tick.is_none() || *stop.borrow() {
+                    break;
+                }
+                if state.backoff.blocked(Instant::now()) {
+                    tracing::debug!(account = %account.name, "backing off; poll skipped");
+                    continue;
+                }
+                poll_and_deliver(&ctx, &dispatcher, &account, &mut state).await;
+                let missed = ticks.skip_missed();
+                if missed > 0 {
+                    tracing::debug!(account = %account.name, missed, "poll ran past the next tick; skipped it");
+                }
+            }
+        }
+    }
+}
+
+/// What a loop remembers between polls.
+#[derive(Debug, Default)]
+struct LoopState {
+    backoff: Backoff,
+    /// The last failure's message: a repeat of it is not logged again.
+    last_error: Option<String>,
+    /// A delivery failed last round: try the outbox again after the next poll.
+    redeliver: bool,
+}
+
+async fn poll_and_deliver(ctx: &Context, dispatcher: &Dispatcher, account: &Account, state: &mut LoopState) {
+    let policy = poll::policy(&ctx.config);
+    match poll::poll_once(&ctx.client, &ctx.tokens, &ctx.store, &policy, account, false).await {
+        Ok(report) => {
+            let ended = state.backoff.succeed();
+            if ended > 0 {
+                tracing::info!(account = %account.name, "polling works again after {ended} failed polls");
+            }
+            state.last_error = None;
+            tracing::debug!(
+                account = %account.name,
+                devices = report.plan.seen.len(),
+                events = report.event_ids.len(),
+                took_ms = report.took.as_millis() as u64,
+                "polled"
+            );
+            if !report.event_ids.is_empty() || state.redeliver {
+                match dispatcher.deliver_pending(&ctx.store).await {
+                    Ok(done) => state.redeliver = done.failed > 0,
+                    Err(e) => {
+                        state.redeliver = true;
+                        tracing::error!("cannot deliver alerts: {e}");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let failure = e.failure();
+            let wait = state.backoff.fail(failure, Instant::now(), fastrand::f64());
+            let message = e.to_string();
+            let id = account.id;
+            let stored = message.clone();
+            if let Err(se) = ctx.store.call(move |s| s.record_failure(id, Utc::now(), &stored)).await {
+                tracing::error!("cannot record the failed poll: {se}");
+            }
+            let wait = humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)));
+            if state.last_error.as_deref() != Some(message.as_str()) {
+                match (&e, failure) {
+                    (_, Failure::RateLimited { quota: true, .. }) => tracing::warn!(
+                        account = %account.name,
+                        "Spotify says this app's request quota is used up; polling pauses for {wait}"
+                    ),
+                    (PollError::Auth(_) | PollError::Spotify(SpotifyError::Unauthorized), _) => {
+                        tracing::error!(account = %account.name, "{message}; retrying in {wait}")
+                    }
+                    _ => {
+                        tracing::warn!(account = %account.name, "poll failed: {message}; next try in {wait}")
+                    }
+                }
+                state.last_error = Some(message);
+            } else {
+                tracing::debug!(account = %account.name, "poll failed again: {message}; next try in {wait}");
+            }
+        }
+    }
+}
+
+/// Carries out the buttons pressed on notifications.
+async fn handle_actions(ctx: Context, mut invoked: mpsc::Receiver<Invoked>) {
+    while let Some(inv) = invoked.recv().await {
+        tracing::info!(event = inv.event_id, action = %inv.action, "notification action");
+        match inv.action.as_str() {
+            action::DEFAULT | action::SIGN_OUT => {
+                let opener = ctx.config.alerts.opener.clone();
+                let url = ctx.config.alerts.sign_out_url.as_str().to_string();
+                tokio::spawn(async move { opener::open(&opener, &url).await });
+            }
+            action::APPS => {
+                let opener = ctx.config.alerts.opener.clone();
+                let url = ctx.config.alerts.apps_url.as_str().to_string();
+                tokio::spawn(async move { opener::open(&opener, &url).await });
+            }
+            action::TRUST => {
+                let Some(key) = inv.device else { continue };
+                match ctx.store.call(move |s| s.trust(key, TrustedBy::Notification, Utc::now())).await {
+                    Ok(true) => tracing::info!(device = key, "device trusted from the notification"),
+                    Ok(false) => tracing::debug!(device = key, "device was already trusted or is gone"),
+                    Err(e) => tracing::error!("cannot trust the device: {e}"),
+                }
+            }
+            other => tracing::debug!(action = %crate::text::terminal(other), "unknown action ignored"),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The events spotguard records: the audit log and the notification outbox share them.
+//!
+//! An event is plain data, serialised as JSON into the `events` table with its `kind` as a
+//! tag, so that `history` and later versions can read what earlier ones wrote. Adding a
+//! variant is compatible; renaming a field is not. No I/O here.
+
+use serde::{Deserialize, Serialize};
+
+/// How loudly an event asks for attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Recorded only; nothing is shown.
+    Quiet,
+    Normal,
+    /// Critical notifications do not time out on the desktop.
+    Critical,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A device that is not trusted is online, and was not alerted within `realert_after`.
+    DeviceAppeared { name: String, device_type: String, spotify_id: Option<String> },
+    /// A device that is not trusted is playing.
+    UnknownPlaying { name: String, device_type: String, what: String, private_session: bool },
+    /// A known device (matched by its Spotify id) now has another name.
+    DeviceRenamed { from: String, to: String, device_type: String },
+    /// The number of distinct devices seen within the window reached the limit.
+    DeviceLimit { count: u32, limit: u32, window_days: u32 },
+    /// The person trusted a device.
+    DeviceTrusted { name: String, device_type: String, by: TrustedBy },
+}
+
+/// Who trusted a device: recorded so history can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustedBy {
+    Cli,
+    Notification,
+}
+
+impl Event {
+    /// The stable name stored in the `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::DeviceAppeared { .. } => "device_appeared",
+            Event::UnknownPlaying { .. } => "unknown_playing",
+            Event::DeviceRenamed { .. } => "device_renamed",
+            Event::DeviceLimit { .. } => "device_limit",
+            Event::DeviceTrusted { .. } => "device_trusted",
+        }
+    }
+
+    /// How the event is delivered: quiet ones only go to the log.
+    pub fn urgency(&self) -> Urgency {
+        match self {
+            Event::UnknownPlaying { .. } => Urgency::Critical,
+            Event::DeviceAppeared { .. } | Event::DeviceLimit { .. } => Urgency::Normal,
+            Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } => Urgency::Quiet,
+        }
+    }
+
+    /// One plain line for logs and the terminal. Names are untrusted: callers that write to a
+    /// terminal or a notification sanitise them for that medium.
+    pub fn describe(&self) -> String {
+        match self {
+            Event::DeviceAppeared { name, device_type, .. } => {
+                format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is online")
+            }
+            Event::UnknownPlaying { name, device_type, what, .. } => {
+                format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is playing {what}")
+            }
+            Event::DeviceRenamed { from, to, .. } => {
+                format!("device \u{201c}{from}\u{201d} is now called \u{201c}{to}\u{201d}")
+            }
+            Event::DeviceLimit { count, limit, window_days } => {
+                format!("{count} devices used the account in {window_days} days (limit {limit})")
+            }
+            Event::DeviceTrusted { name, by, .. } => {
+                let by = match by {
+                    TrustedBy::Cli => "from the command line",
+                    TrustedBy::Notification => "from a notification",
+                };
+                format!("device \u{201c}{name}\u{201d} trusted {by}")
+            }
+        }
+    }
+}

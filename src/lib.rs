@@ -1,0 +1,34 @@
+//! spotguard tells you, the moment it happens, that a device you do not know is using your
+//! Spotify account, and gets you to the fix in one click.
+//!
+//! Spotify has no API for sessions or remote sign-out. spotguard polls what the Web API does
+//! show (the account's Connect devices and current playback), compares it with the devices
+//! you approved, and sends a desktop notification that opens Spotify's "Sign out everywhere"
+//! page. A functional core (the [`audit`] rules) with thin edges around it.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, its defaults and validation, platform paths.
+//! - [`spotify`]: the Web API client: typed, tolerant models and error mapping.
+//! - [`auth`]: tokens: the redacting [`auth::Secret`] and the per-account token files.
+//! - [`store`]: SQLite: migrations, devices and their ids, presence, events (the outbox).
+//! - [`audit`]: the pure rules: known devices + a snapshot -> what to record and alert.
+//! - [`event`]: the events the audit log and the outbox hold.
+//! - [`notify`]: the outbox dispatcher, desktop notifications, their buttons, the URL opener.
+//! - [`schedule`]: the poll clock (tokio-cron-scheduler), without overlap or bursts.
+//! - [`daemon`]: the per-account poll loops, backoff, shutdown.
+//! - [`text`]: making untrusted names safe for notifications and terminals.
+//! - [`fake`]: a fake Spotify Web API on loopback for tests, the demo and benchmarks.
+//! - [`cli`]: the `spotguard` commands.
+
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod fake;
+pub mod notify;
+pub mod schedule;
+pub mod spotify;
+pub mod store;
+pub mod text;

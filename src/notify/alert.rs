@@ -1,0 +1,211 @@
+//! What an event looks like as a desktop notification: summary, body, urgency, buttons.
+//!
+//! Pure rendering, no I/O, so the exact text is tested here. Device names and titles are
+//! untrusted: they are cleaned, cut, and escaped when (and only when) the server renders
+//! markup, since a server without `body-markup` would show `&amp;` literally. A link goes
+//! in the body only when the server advertises `body-hyperlinks`.
+
+use chrono::{DateTime, Local, Utc};
+
+use crate::event::{Event, Urgency};
+use crate::text::{MAX_NAME_CHARS, clean, escape_markup};
+
+/// The action keys the daemon understands. `default` is a click on the notification body.
+pub mod action {
+    pub const DEFAULT: &str = "default";
+    pub const SIGN_OUT: &str = "sign-out";
+    pub const TRUST: &str = "trust";
+    pub const APPS: &str = "apps";
+}
+
+/// What the notification server can do, from `GetCapabilities`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub actions: bool,
+    pub body_markup: bool,
+    pub body_hyperlinks: bool,
+}
+
+impl Capabilities {
+    pub fn from_list(list: &[String]) -> Capabilities {
+        let has = |c: &str| list.iter().any(|x| x == c);
+        Capabilities {
+            actions: has("actions"),
+            body_markup: has("body-markup"),
+            body_hyperlinks: has("body-hyperlinks"),
+        }
+    }
+}
+
+/// A notification ready to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub summary: String,
+    pub body: String,
+    pub urgency: Urgency,
+    /// (key, label) pairs, in order.
+    pub actions: Vec<(&'static str, &'static str)>,
+}
+
+/// Renders `event` for a server with `caps`. `None` for quiet events, which are only logged.
+/// `account` is named in the summary when more than one account could be meant.
+pub fn render(
+    event: &Event,
+    at: DateTime<Utc>,
+    account: Option<&str>,
+    caps: &Capabilities,
+    sign_out_url: &str,
+) -> Option<Alert> {
+    let text = |s: &str| {
+        let s = clean(s, MAX_NAME_CHARS);
+        if caps.body_markup { escape_markup(&s) } else { s }
+    };
+    let bold = |s: &str| if caps.body_markup { format!("<b>{}</b>", text(s)) } else { text(s) };
+    let on = match account {
+        Some(a) => format!(" ({})", clean(a, 32)),
+        None => String::new(),
+    };
+    let when = at.with_timezone(&Local).format("%H:%M");
+    let device_actions = vec![
+        (action::DEFAULT, "Sign out everywhere"),
+        (action::SIGN_OUT, "Sign out everywhere"),
+        (action::TRUST, "Trust this device"),
+        (action::APPS, "Review app access"),
+    ];
+    let (summary, mut body, actions) = match event {
+        Event::DeviceAppeared { name, device_type, .. } => (
+            format!("Unknown device on your Spotify account{on}"),
+            format!(
+                "{} ({}) appeared at {when}. Not yours? Sign out everywhere, then change your password.",
+                bold(name),
+                text(device_type)
+            ),
+            device_actions,
+        ),
+        Event::UnknownPlaying { name, device_type, what, private_session } => (
+            format!("Unknown device is playing on your Spotify account{on}"),
+            format!(
+                "{} ({}) is playing {} since {when}{}. Not yours? Sign out everywhere, then change your password.",
+                bold(name),
+                text(device_type),
+                text_long(what, caps),
+                if *private_session { " in a private session" } else { "" }
+            ),
+            device_actions,
+        ),
+        Event::DeviceLimit { count, limit, window_days } => (
+            format!("{count} devices used your Spotify account in {window_days} days{on}"),
+            format!(
+                "That reaches your limit of {limit}. Run `spotguard devices` to see them; \
+                 sign out everywhere if some are not yours."
+            ),
+            vec![
+                (action::DEFAULT, "Sign out everywhere"),
+                (action::SIGN_OUT, "Sign out everywhere"),
+                (action::APPS, "Review app access"),
+            ],
+        ),
+        Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } => return None,
+    };
+    if caps.body_hyperlinks {
+        body.push_str(&format!(" <a href=\"{}\">Open your Spotify account</a>", escape_markup(sign_out_url)));
+    }
+    Some(Alert {
+        summary,
+        body,
+        urgency: event.urgency(),
+        actions: if caps.actions { actions } else { Vec::new() },
+    })
+}
+
+/// Titles get more room than device names, but not unlimited.
+fn text_long(s: &str, caps: &Capabilities) -> String {
+    let s = clean(s, 2 * MAX_NAME_CHARS);
+    if caps.body_markup { escape_markup(&s) } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).single().expect("valid")
+    }
+
+    fn full() -> Capabilities {
+        Capabilities { actions: true, body_markup: true, body_hyperlinks: true }
+    }
+
+    fn appeared(name: &str) -> Event {
+        Event::DeviceAppeared { name: name.into(), device_type: "Smartphone".into(), spotify_id: None }
+    }
+
+    const URL: &str = "https://www.spotify.com/account/overview/";
+
+    #[test]
+    fn appeared_names_the_device_and_offers_the_four_actions() {
+        let a = render(&appeared("Galaxy S24"), at(), None, &full(), URL).expect("shown");
+        assert_eq!(a.summary, "Unknown device on your Spotify account");
+        assert!(a.body.starts_with("<b>Galaxy S24</b> (Smartphone) appeared at "), "{}", a.body);
+        let keys: Vec<_> = a.actions.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["default", "sign-out", "trust", "apps"]);
+        assert!(a.body.contains(&format!("<a href=\"{URL}\">")));
+        assert_eq!(a.urgency, Urgency::Normal);
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_only_for_markup_servers() {
+        let evil = "<a href=\"https://evil.example\">Tap</a>\u{202e}\u{1b}[2J";
+        let a = render(&appeared(evil), at(), None, &full(), URL).expect("shown");
+        assert!(!a.body.contains("<a href=\"https://evil"), "{}", a.body);
+        assert!(
+            a.body.contains("&lt;a href=&quot;https://evil.example&quot;&gt;Tap&lt;/a&gt;"),
+            "{}",
+            a.body
+        );
+        assert!(!a.body.contains('\u{202e}') && !a.body.contains('\u{1b}'));
+        let plain = Capabilities { actions: true, ..Capabilities::default() };
+        let a = render(&appeared("A & B"), at(), None, &plain, URL).expect("shown");
+        assert!(a.body.starts_with("A & B (Smartphone)"), "no markup server: no escaping: {}", a.body);
+        assert!(!a.body.contains("<a href"), "no link without body-hyperlinks");
+    }
+
+    #[test]
+    fn long_names_are_cut() {
+        let a = render(&appeared(&"n".repeat(5000)), at(), None, &full(), URL).expect("shown");
+        assert!(a.body.len() < 600, "{}", a.body.len());
+        assert!(a.body.contains('…'));
+    }
+
+    #[test]
+    fn playing_is_critical_and_says_what() {
+        let e = Event::UnknownPlaying {
+            name: "Speaker".into(),
+            device_type: "Speaker".into(),
+            what: "\u{201c}Song\u{201d} by Band".into(),
+            private_session: true,
+        };
+        let a = render(&e, at(), Some("family"), &full(), URL).expect("shown");
+        assert_eq!(a.summary, "Unknown device is playing on your Spotify account (family)");
+        assert!(a.body.contains("is playing \u{201c}Song\u{201d} by Band since"), "{}", a.body);
+        assert!(a.body.contains("private session"));
+        assert_eq!(a.urgency, Urgency::Critical);
+    }
+
+    #[test]
+    fn limit_has_no_trust_button_and_quiet_events_are_not_shown() {
+        let e = Event::DeviceLimit { count: 6, limit: 6, window_days: 30 };
+        let a = render(&e, at(), None, &full(), URL).expect("shown");
+        assert_eq!(a.summary, "6 devices used your Spotify account in 30 days");
+        assert!(!a.actions.iter().any(|(k, _)| *k == action::TRUST));
+        let quiet = Event::DeviceRenamed { from: "a".into(), to: "b".into(), device_type: "x".into() };
+        assert_eq!(render(&quiet, at(), None, &full(), URL), None);
+    }
+
+    #[test]
+    fn servers_without_actions_get_no_buttons() {
+        let caps = Capabilities { body_markup: true, ..Capabilities::default() };
+        assert!(render(&appeared("x"), at(), None, &caps, URL).expect("shown").actions.is_empty());
+    }
+}

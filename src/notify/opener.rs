@@ -1,0 +1,63 @@
+//! Opening a URL in the person's browser with the configured command (`xdg-open`, `open`).
+//!
+//! The URL is appended as the last argument; no shell is involved, so nothing in it is
+//! interpreted. The opener is waited for with a bound: some openers return at once, some
+//! only when the browser exits, and neither may hold up the daemon.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+/// How long an opener may run before we stop waiting (it is left running).
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `command... url`. Failures are logged: the alert itself was already delivered.
+pub async fn open(command: &[String], url: &str) {
+    let Some((program, args)) = command.split_first() else {
+        tracing::warn!("alerts.opener is empty; cannot open {url}");
+        return;
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(opener = %program, "cannot run the URL opener: {e}; open {url} yourself");
+            return;
+        }
+    };
+    match tokio::time::timeout(WAIT, child.wait()).await {
+        Ok(Ok(status)) if status.success() => tracing::info!(%url, "opened"),
+        Ok(Ok(status)) => {
+            tracing::warn!(opener = %program, %status, "the URL opener failed; open {url} yourself")
+        }
+        Ok(Err(e)) => tracing::warn!(opener = %program, "the URL opener failed: {e}"),
+        Err(_) => tracing::debug!(opener = %program, "the URL opener is still running"),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn url_is_the_last_argument_and_not_shell_interpreted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("args");
+        let script = format!("printf '%s\\n' \"$@\" > {}", out.display());
+        let cmd =
+            vec!["sh".to_string(), "-c".to_string(), script, "opener".to_string(), "--flag".to_string()];
+        open(&cmd, "https://www.spotify.com/account/overview/?a=1&b=$(id)").await;
+        let args = std::fs::read_to_string(&out).expect("opener ran");
+        assert_eq!(args, "--flag\nhttps://www.spotify.com/account/overview/?a=1&b=$(id)\n");
+    }
+
+    #[tokio::test]
+    async fn a_missing_opener_does_not_panic() {
+        open(&["/nonexistent/opener".to_string()], "https://www.spotify.com/").await;
+    }
+}

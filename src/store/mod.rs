@@ -1,0 +1,577 @@
+//! SQLite storage: accounts, devices and their Spotify ids, presence, and events (outbox).
+//!
+//! The store owns the connection. `open` creates the directory, sets WAL (readers such as
+//! `spotguard devices` never block the daemon), a busy timeout and foreign keys, and runs the
+//! numbered migrations embedded below in one transaction, keyed on `PRAGMA user_version`.
+//! One poll is one transaction ([`Store::record_poll`]): devices, ids, presence and events
+//! land together or not at all. rusqlite blocks; the daemon calls in from `spawn_blocking`.
+//! Storage grows with devices and events, never with the number of polls.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::audit::{DeviceKey, Known, KnownDevice, LIMIT_WINDOW_DAYS, Plan, Target};
+use crate::event::{Event, TrustedBy};
+
+/// The migrations, in order; the schema version is the count applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+
+/// How long a writer waits for another's lock before failing: a CLI command writing while the
+/// daemon commits a poll waits a moment rather than erroring.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A storage failure, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create the directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the database {path} was written by a newer spotguard (schema {found}, this one knows {known}); upgrade spotguard"
+    )]
+    TooNew { path: PathBuf, found: u32, known: u32 },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored event {id} cannot be read ({reason})")]
+    BadEvent { id: i64, reason: String },
+    #[error("a database task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+/// The store's id of an account.
+pub type AccountId = i64;
+
+/// The SQLite database of one installation.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The store shared by the daemon's tasks. rusqlite blocks, so every call runs on the
+/// blocking pool; the mutex serialises them (one connection, short transactions).
+#[derive(Debug, Clone)]
+pub struct SharedStore(Arc<Mutex<Store>>);
+
+impl SharedStore {
+    pub fn new(store: Store) -> SharedStore {
+        SharedStore(Arc::new(Mutex::new(store)))
+    }
+
+    /// Runs `f` with the store off the async threads.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves SQLite consistent (transactions roll
+            // back on drop), so a poisoned lock is safe to use.
+            let mut store = inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+/// A device as listed to the person.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceRow {
+    /// The store's key: stable, unlike Spotify's id.
+    pub key: DeviceKey,
+    /// The Spotify id seen most recently, if any.
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub trusted: bool,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Seen in the account's latest successful poll.
+    pub online: bool,
+    pub label: Option<String>,
+    pub forgotten: bool,
+}
+
+/// An event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub account: String,
+    pub device: Option<DeviceKey>,
+    pub at: DateTime<Utc>,
+    pub event: Event,
+    pub attempts: u32,
+}
+
+/// What the last polls of an account left behind, for `status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AccountStatus {
+    pub name: String,
+    pub last_poll_at: Option<DateTime<Utc>>,
+    pub last_poll_ms: Option<i64>,
+    pub last_poll_devices: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// How a device query resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    One(DeviceRow),
+    None,
+    /// Several devices match; nothing should change.
+    Ambiguous(Vec<DeviceRow>),
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+        }
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // WAL: the CLI reads while the daemon writes; NORMAL sync is durable at checkpoints
+        // and safe against corruption, which is what an audit log on a laptop needs.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
+        let mut store = Store { conn, path: path.to_path_buf() };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as u32;
+        if version > known {
+            return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
+        }
+        if version == known {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for sql in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The id of the account named `name`, created on first use.
+    pub fn account(&mut self, name: &str, now: DateTime<Utc>) -> Result<AccountId, StoreError> {
+        self.conn.execute(
+            "INSERT INTO accounts (name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![name, ms(now)],
+        )?;
+        Ok(self.conn.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| r.get(0))?)
+    }
+
+    /// The account's id if it exists; read-only callers must not create one.
+    pub fn find_account(&self, name: &str) -> Result<Option<AccountId>, StoreError> {
+        Ok(self.conn.query_row("SELECT id FROM accounts WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+    }
+
+    /// What the audit rules need to know about `account` at `now`.
+    pub fn load_known(&self, account: AccountId, now: DateTime<Utc>) -> Result<Known, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.id, d.name, d.type, d.trusted, d.alerted_at, d.play_alerted_at,
+                    (SELECT group_concat(spotify_id, char(31)) FROM device_ids i WHERE i.device_id = d.id)
+             FROM devices d WHERE d.account_id = ?1 AND d.forgotten_at IS NULL",
+        )?;
+        let devices = stmt
+            .query_map([account], |r| {
+                let ids: Option<String> = r.get(6)?;
+                Ok(KnownDevice {
+                    key: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: r.get(2)?,
+                    trusted: r.get(3)?,
+                    alerted_at: r.get::<_, Option<i64>>(4)?.map(time),
+                    play_alerted_at: r.get::<_, Option<i64>>(5)?.map(time),
+                    spotify_ids: ids
+                        .map(|s| s.split('\u{1f}').map(str::to_string).collect())
+                        .unwrap_or_default(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let since = ms(now - chrono::Duration::days(i64::from(LIMIT_WINDOW_DAYS)));
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id FROM devices WHERE account_id = ?1 AND last_seen >= ?2")?;
+        let seen_in_window =
+            stmt.query_map(params![account, since], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let limit_alerted_at = self
+            .conn
+            .query_row("SELECT limit_alerted_at FROM accounts WHERE id = ?1", [account], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .map(time);
+        Ok(Known { devices, seen_in_window, limit_alerted_at })
+    }
+
+    /// Applies one successful poll's plan in one transaction; returns the new events' ids.
+    pub fn record_poll(
+        &mut self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        took: Duration,
+        plan: &Plan,
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let ids = record_poll_tx(&tx, account, now, took, plan)?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Notes a failed poll. Presence and devices are left exactly as they were: a failed
+    /// poll is never evidence of anything.
+    pub fn record_failure(
+        &mut self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE accounts SET last_error = ?2, last_error_at = ?3 WHERE id = ?1",
+            params![account, error, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Events not yet delivered, oldest first.
+    pub fn undelivered(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.id, a.name, e.device_id, e.at, e.details, e.attempts
+             FROM events e JOIN accounts a ON a.id = e.account_id
+             WHERE e.delivered_at IS NULL ORDER BY e.id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], event_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(parse_event).collect()
+    }
+
+    /// Marks an event as delivered.
+    pub fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE events SET delivered_at = ?2 WHERE id = ?1", params![id, ms(now)])?;
+        Ok(())
+    }
+
+    /// Counts a failed delivery attempt.
+    pub fn note_attempt(&self, id: i64) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE events SET attempts = attempts + 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// The account's devices, most recently seen first.
+    pub fn devices(&self, account: AccountId, include_forgotten: bool) -> Result<Vec<DeviceRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(DEVICE_ROW_SQL)?;
+        let rows = stmt.query_map([account], device_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().filter(|d| include_forgotten || !d.forgotten).collect())
+    }
+
+    /// Finds a device by store key, Spotify id, id prefix (4+ characters) or unique name
+    /// (case-insensitive). An exact key or id wins over prefixes and names.
+    pub fn find_device(&self, account: AccountId, query: &str) -> Result<Found, StoreError> {
+        let query = query.trim();
+        let devices = self.devices(account, false)?;
+        let ids = self.ids_by_device(account)?;
+        let ids_of = |key: DeviceKey| ids.iter().filter(move |(k, _)| *k == key).map(|(_, id)| id.as_str());
+        let exact: Vec<&DeviceRow> = devices
+            .iter()
+            .filter(|d| query.parse::<DeviceKey>().ok() == Some(d.key) || ids_of(d.key).any(|id| id == query))
+            .collect();
+        let candidates: Vec<&DeviceRow> = if exact.is_empty() {
+            let lower = query.to_lowercase();
+            devices
+                .iter()
+                .filter(|d| {
+                    (query.len() >= 4 && ids_of(d.key).any(|id| id.starts_with(query)))
+                        || d.name.to_lowercase() == lower
+                })
+                .collect()
+        } else {
+            exact
+        };
+        Ok(match candidates.as_slice() {
+            [] => Found::None,
+            [one] => Found::One((*one).clone()),
+            many => Found::Ambiguous(many.iter().map(|d| (*d).clone()).collect()),
+        })
+    }
+
+    fn ids_by_device(&self, account: AccountId) -> Result<Vec<(DeviceKey, String)>, StoreError> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT device_id, spotify_id FROM device_ids WHERE account_id = ?1")?;
+        let rows =
+            stmt.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Trusts a device and records who did. Returns false if it was already trusted.
+    pub fn trust(&mut self, key: DeviceKey, by: TrustedBy, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(AccountId, String, String, bool)> = tx
+            .query_row(
+                "SELECT account_id, name, type, trusted FROM devices WHERE id = ?1 AND forgotten_at IS NULL",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((account, name, device_type, trusted)) = row else { return Ok(false) };
+        if trusted {
+            return Ok(false);
+        }
+        let by_text = match by {
+            TrustedBy::Cli => "cli",
+            TrustedBy::Notification => "notification",
+        };
+        tx.execute(
+            "UPDATE devices SET trusted = 1, trusted_at = ?2, trusted_by = ?3 WHERE id = ?1",
+            params![key, ms(now), by_text],
+        )?;
+        // The person's own act needs no notification: it is born delivered.
+        insert_event(
+            &tx,
+            account,
+            Some(key),
+            now,
+            &Event::DeviceTrusted { name, device_type, by },
+            Some(now),
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Forgets a device: it leaves the list and its ids are released, so if it comes back it
+    /// is a new, untrusted device. Its history (events, presence) stays.
+    pub fn forget(&mut self, key: DeviceKey, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE devices SET forgotten_at = ?2, trusted = 0 WHERE id = ?1 AND forgotten_at IS NULL",
+            params![key, ms(now)],
+        )?;
+        tx.execute("DELETE FROM device_ids WHERE device_id = ?1", [key])?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    /// The poll bookkeeping of every account, by name.
+    pub fn account_status(&self) -> Result<Vec<AccountStatus>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, last_poll_at, last_poll_ms, last_poll_devices, last_error, last_error_at
+             FROM accounts ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AccountStatus {
+                    name: r.get(0)?,
+                    last_poll_at: r.get::<_, Option<i64>>(1)?.map(time),
+                    last_poll_ms: r.get(2)?,
+                    last_poll_devices: r.get(3)?,
+                    last_error: r.get(4)?,
+                    last_error_at: r.get::<_, Option<i64>>(5)?.map(time),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The account's latest events, newest first.
+    pub fn recent_events(&self, account: AccountId, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.id, a.name, e.device_id, e.at, e.details, e.attempts
+             FROM events e JOIN accounts a ON a.id = e.account_id
+             WHERE e.account_id = ?1 ORDER BY e.at DESC, e.id DESC LIMIT ?2",
+        )?;
+        let rows =
+            stmt.query_map(params![account, limit as i64], event_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(parse_event).collect()
+    }
+
+    /// Counts of rows per table, for tests and the benchmark: proves storage does not grow
+    /// with polls.
+    pub fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        ["accounts", "devices", "device_ids", "presence", "events"]
+            .into_iter()
+            .map(|t| Ok((t, self.conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?)))
+            .collect()
+    }
+}
+
+/// An events row before its JSON is read: (id, account, device, at, details, attempts).
+type EventRow = (i64, String, Option<DeviceKey>, i64, String, u32);
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn parse_event((id, account, device, at, details, attempts): EventRow) -> Result<StoredEvent, StoreError> {
+    let event =
+        serde_json::from_str(&details).map_err(|e| StoreError::BadEvent { id, reason: e.to_string() })?;
+    Ok(StoredEvent { id, account, device, at: time(at), event, attempts })
+}
+
+const DEVICE_ROW_SQL: &str = "
+    SELECT d.id,
+           (SELECT spotify_id FROM device_ids i WHERE i.device_id = d.id ORDER BY last_seen DESC LIMIT 1),
+           d.name, d.type, d.trusted, d.first_seen, d.last_seen, d.label, d.forgotten_at,
+           d.last_seen = a.last_poll_at
+    FROM devices d JOIN accounts a ON a.id = d.account_id
+    WHERE d.account_id = ?1
+    ORDER BY d.last_seen DESC, d.id DESC";
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        key: r.get(0)?,
+        id: r.get(1)?,
+        name: r.get(2)?,
+        kind: r.get(3)?,
+        trusted: r.get(4)?,
+        first_seen: time(r.get(5)?),
+        last_seen: time(r.get(6)?),
+        label: r.get(7)?,
+        forgotten: r.get::<_, Option<i64>>(8)?.is_some(),
+        online: r.get::<_, Option<bool>>(9)?.unwrap_or(false),
+    })
+}
+
+fn record_poll_tx(
+    tx: &Transaction<'_>,
+    account: AccountId,
+    now: DateTime<Utc>,
+    took: Duration,
+    plan: &Plan,
+) -> Result<Vec<i64>, StoreError> {
+    let now_ms = ms(now);
+    let prev_poll: Option<i64> =
+        tx.query_row("SELECT last_poll_at FROM accounts WHERE id = ?1", [account], |r| r.get(0))?;
+    let mut keys = Vec::with_capacity(plan.seen.len());
+    for seen in &plan.seen {
+        let d = &seen.device;
+        let key = match seen.target {
+            Target::Known(key) => {
+                tx.execute(
+                    "UPDATE devices SET last_seen = ?2,
+                        name = CASE WHEN ?3 THEN ?4 ELSE name END,
+                        alerted_at = CASE WHEN ?5 THEN ?2 ELSE alerted_at END,
+                        play_alerted_at = CASE WHEN ?6 THEN ?2 ELSE play_alerted_at END
+                     WHERE id = ?1",
+                    params![key, now_ms, seen.renamed, d.name, seen.alerted, seen.play_alerted],
+                )?;
+                key
+            }
+            Target::New => {
+                tx.execute(
+                    "INSERT INTO devices (account_id, name, type, first_seen, last_seen, alerted_at, play_alerted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4, CASE WHEN ?5 THEN ?4 END, CASE WHEN ?6 THEN ?4 END)",
+                    params![account, d.name, d.kind, now_ms, seen.alerted, seen.play_alerted],
+                )?;
+                tx.last_insert_rowid()
+            }
+        };
+        if let Some(id) = &d.id {
+            tx.execute(
+                "INSERT INTO device_ids (account_id, spotify_id, device_id, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(account_id, spotify_id) DO UPDATE SET device_id = excluded.device_id, last_seen = excluded.last_seen",
+                params![account, id, key, now_ms],
+            )?;
+        }
+        extend_presence(tx, key, prev_poll, now_ms)?;
+        keys.push(key);
+    }
+    let mut ids = Vec::with_capacity(plan.events.len());
+    for e in &plan.events {
+        let device = e.seen.and_then(|i| keys.get(i).copied());
+        ids.push(insert_event(tx, account, device, now, &e.event, None)?);
+    }
+    tx.execute(
+        "UPDATE accounts SET last_poll_at = ?2, last_poll_ms = ?3, last_poll_devices = ?4,
+            last_error = NULL, last_error_at = NULL,
+            limit_alerted_at = CASE WHEN ?5 THEN ?2 ELSE limit_alerted_at END
+         WHERE id = ?1",
+        params![account, now_ms, took.as_millis() as i64, plan.seen.len() as i64, plan.limit_alerted],
+    )?;
+    Ok(ids)
+}
+
+/// A device seen in the previous successful poll too extends its open interval; otherwise
+/// it starts a new one. Failed polls do not move `last_poll_at`, so they neither end nor
+/// extend anything.
+fn extend_presence(
+    tx: &Transaction<'_>,
+    key: DeviceKey,
+    prev_poll: Option<i64>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let open: Option<i64> = match prev_poll {
+        Some(prev) => tx
+            .query_row(
+                "SELECT id FROM presence WHERE device_id = ?1 AND ended_at >= ?2 ORDER BY ended_at DESC LIMIT 1",
+                params![key, prev],
+                |r| r.get(0),
+            )
+            .optional()?,
+        None => None,
+    };
+    match open {
+        Some(id) => tx.execute("UPDATE presence SET ended_at = ?2 WHERE id = ?1", params![id, now_ms])?,
+        None => tx.execute(
+            "INSERT INTO presence (device_id, started_at, ended_at) VALUES (?1, ?2, ?2)",
+            params![key, now_ms],
+        )?,
+    };
+    Ok(())
+}
+
+fn insert_event(
+    tx: &Transaction<'_>,
+    account: AccountId,
+    device: Option<DeviceKey>,
+    at: DateTime<Utc>,
+    event: &Event,
+    delivered_at: Option<DateTime<Utc>>,
+) -> Result<i64, StoreError> {
+    let details =
+        serde_json::to_string(event).map_err(|e| StoreError::BadEvent { id: 0, reason: e.to_string() })?;
+    tx.execute(
+        "INSERT INTO events (account_id, device_id, at, kind, details, delivered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![account, device, ms(at), event.kind(), details, delivered_at.map(ms)],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! Store tests on a real SQLite file in a temporary directory.
+
+use super::*;
+use crate::audit::{Policy, Snapshot, evaluate};
+use crate::spotify::model::Device;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("sub/spotguard.db")).expect("open");
+    (dir, store)
+}
+
+fn t(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).single().expect("valid") + chrono::Duration::minutes(minutes)
+}
+
+fn dev(id: &str, name: &str) -> Device {
+    Device { id: Some(id.into()), name: name.into(), kind: "Smartphone".into(), ..Device::default() }
+}
+
+fn policy() -> Policy {
+    Policy { realert_after: Duration::from_secs(86400), device_limit: 6 }
+}
+
+/// One poll through the real rules and the real store.
+fn poll(store: &mut Store, account: AccountId, at: DateTime<Utc>, devices: Vec<Device>) -> Vec<i64> {
+    let known = store.load_known(account, at).expect("load");
+    let plan = evaluate(&known, &Snapshot { devices, playback: None }, &policy(), at);
+    store.record_poll(account, at, Duration::from_millis(3), &plan).expect("record")
+}
+
+fn count(store: &Store, table: &str) -> i64 {
+    store.row_counts().expect("counts").into_iter().find(|(t, _)| *t == table).expect("table").1
+}
+
+#[test]
+fn open_sets_wal_and_schema_and_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    drop(Store::open(&path).expect("first open"));
+    let store = Store::open(&path).expect("second open");
+    let mode: String = store.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).expect("pragma");
+    assert_eq!(mode, "wal");
+    let v: u32 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("pragma");
+    assert_eq!(v as usize, MIGRATIONS.len());
+}
+
+#[test]
+fn a_newer_schema_is_refused_not_clobbered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let store = Store::open(&path).expect("open");
+    store.conn.pragma_update(None, "user_version", 99).expect("bump");
+    drop(store);
+    let e = Store::open(&path).expect_err("too new");
+    assert!(e.to_string().contains("newer spotguard"), "{e}");
+}
+
+#[test]
+fn presence_extends_instead_of_growing_with_polls() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    for i in 0..50 {
+        poll(&mut store, a, t(i), vec![dev("x", "Phone")]);
+    }
+    assert_eq!(count(&store, "presence"), 1, "one interval for a device that stayed online");
+    assert_eq!(count(&store, "devices"), 1);
+    assert_eq!(count(&store, "device_ids"), 1);
+    assert_eq!(count(&store, "events"), 1, "one alert, not one per poll");
+    let (start, end): (i64, i64) = store
+        .conn
+        .query_row("SELECT started_at, ended_at FROM presence", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("row");
+    assert_eq!((start, end), (ms(t(0)), ms(t(49))));
+}
+
+#[test]
+fn a_gap_starts_a_new_interval_and_failures_change_nothing() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    // Failed polls in between: no evidence, so the interval is still open afterwards.
+    store.record_failure(a, t(1), "Spotify answered 503").expect("failure");
+    store.record_failure(a, t(2), "Spotify answered 503").expect("failure");
+    poll(&mut store, a, t(3), vec![dev("x", "Phone")]);
+    assert_eq!(count(&store, "presence"), 1);
+    // A successful poll without it, then it is back: two intervals.
+    poll(&mut store, a, t(4), vec![]);
+    poll(&mut store, a, t(5), vec![dev("x", "Phone")]);
+    assert_eq!(count(&store, "presence"), 2);
+    let status = &store.account_status().expect("status")[0];
+    assert_eq!(status.last_error, None, "success clears the error");
+}
+
+#[test]
+fn failure_is_recorded_for_status() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    store.record_failure(a, t(1), "cannot reach Spotify").expect("failure");
+    let s = &store.account_status().expect("status")[0];
+    assert_eq!(s.last_error.as_deref(), Some("cannot reach Spotify"));
+    assert_eq!(s.last_poll_at, None);
+}
+
+#[test]
+fn rotated_id_becomes_an_alias_of_the_same_device() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("old", "Phone")]);
+    let key = store.devices(a, false).expect("devices")[0].key;
+    store.trust(key, TrustedBy::Cli, t(0)).expect("trust");
+    let new_events = poll(&mut store, a, t(1), vec![dev("new", "Phone")]);
+    assert!(new_events.is_empty(), "no alert for an id rotation");
+    let rows = store.devices(a, false).expect("devices");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].id.as_deref(), Some("new"), "the latest id is shown");
+    assert!(rows[0].trusted);
+    assert_eq!(count(&store, "device_ids"), 2);
+    // Both ids resolve to it.
+    assert!(matches!(store.find_device(a, "old").expect("find"), Found::One(d) if d.key == key));
+}
+
+#[test]
+fn outbox_lists_until_marked_delivered() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    let ids = poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    assert_eq!(ids.len(), 1);
+    let pending = store.undelivered(10).expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].account, "default");
+    assert!(matches!(pending[0].event, Event::DeviceAppeared { ref name, .. } if name == "Phone"));
+    store.note_attempt(ids[0]).expect("attempt");
+    assert_eq!(store.undelivered(10).expect("pending")[0].attempts, 1);
+    store.mark_delivered(ids[0], t(0)).expect("mark");
+    assert!(store.undelivered(10).expect("pending").is_empty());
+}
+
+#[test]
+fn trust_records_who_and_is_not_repeated() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    let key = store.devices(a, false).expect("devices")[0].key;
+    assert!(store.trust(key, TrustedBy::Notification, t(1)).expect("trust"));
+    assert!(!store.trust(key, TrustedBy::Cli, t(2)).expect("again"), "already trusted");
+    let (kind, details, delivered): (String, String, Option<i64>) = store
+        .conn
+        .query_row("SELECT kind, details, delivered_at FROM events WHERE kind = 'device_trusted'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .expect("event");
+    assert_eq!(kind, "device_trusted");
+    assert!(details.contains("\"by\":\"notification\""), "{details}");
+    assert!(delivered.is_some(), "the person's own act is not notified back");
+    // Trusted now: no further alerts even after the re-alert bound.
+    assert!(poll(&mut store, a, t(3 * 24 * 60), vec![dev("x", "Phone")]).is_empty());
+}
+
+#[test]
+fn forget_releases_the_device_so_it_alerts_again() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    let key = store.devices(a, false).expect("devices")[0].key;
+    store.trust(key, TrustedBy::Cli, t(0)).expect("trust");
+    assert!(store.forget(key, t(1)).expect("forget"));
+    assert!(store.devices(a, false).expect("devices").is_empty());
+    assert_eq!(store.devices(a, true).expect("all").len(), 1);
+    let ids = poll(&mut store, a, t(2), vec![dev("x", "Phone")]);
+    assert_eq!(ids.len(), 1, "a forgotten device that returns is new again");
+}
+
+#[test]
+fn find_device_by_key_id_prefix_and_name_with_ambiguity() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(
+        &mut store,
+        a,
+        t(0),
+        vec![dev("abcd1111", "Phone"), dev("abcd2222", "Tablet"), dev("ffff0000", "phone two")],
+    );
+    let rows = store.devices(a, false).expect("devices");
+    let phone = rows.iter().find(|d| d.name == "Phone").expect("phone").key;
+    assert!(matches!(store.find_device(a, "abcd1111").expect("f"), Found::One(d) if d.key == phone));
+    assert!(matches!(store.find_device(a, "PHONE").expect("f"), Found::One(d) if d.key == phone));
+    assert!(matches!(store.find_device(a, &phone.to_string()).expect("f"), Found::One(d) if d.key == phone));
+    assert!(matches!(store.find_device(a, "ffff").expect("f"), Found::One(d) if d.name == "phone two"));
+    assert!(matches!(store.find_device(a, "abcd").expect("f"), Found::Ambiguous(v) if v.len() == 2));
+    assert!(matches!(store.find_device(a, "abc").expect("f"), Found::None), "prefixes need 4 characters");
+    assert!(matches!(store.find_device(a, "nothing").expect("f"), Found::None));
+}
+
+#[test]
+fn online_flag_follows_the_latest_poll() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone"), dev("y", "Tablet")]);
+    poll(&mut store, a, t(1), vec![dev("x", "Phone")]);
+    let rows = store.devices(a, false).expect("devices");
+    assert_eq!(rows[0].name, "Phone", "most recent first");
+    assert!(rows[0].online);
+    assert!(!rows[1].online);
+}
+
+#[test]
+fn an_uncommitted_poll_leaves_nothing() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    let known = store.load_known(a, t(0)).expect("load");
+    let plan =
+        evaluate(&known, &Snapshot { devices: vec![dev("x", "Phone")], playback: None }, &policy(), t(0));
+    {
+        let tx = store.conn.transaction().expect("tx");
+        record_poll_tx(&tx, a, t(0), Duration::ZERO, &plan).expect("write");
+        // Dropped without commit: what a kill mid-poll does.
+    }
+    assert_eq!(count(&store, "devices"), 0);
+    assert_eq!(count(&store, "events"), 0);
+    assert_eq!(count(&store, "presence"), 0);
+}

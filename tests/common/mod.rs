@@ -1,0 +1,8 @@
+//! Helpers shared by spotguard's integration tests.
+//!
+//! Each integration test file pulls this in with `mod common;` and uses only what it needs.
+//! - [`dbus`]: a private `dbus-daemon` session bus and a recording, dunst-like
+//!   `org.freedesktop.Notifications` server on it.
+#![allow(dead_code)]
+
+pub mod dbus;
