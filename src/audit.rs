@@ -214,10 +214,10 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
 /// can play without being listed, and may have no id.
 fn observed_devices(snapshot: &Snapshot) -> Vec<Device> {
     let mut devices = snapshot.devices.clone();
-    if let Some(d) = snapshot.playback.as_ref().and_then(|p| p.device.as_ref()) {
-        if find_same(&devices, d).is_none() {
-            devices.push(d.clone());
-        }
+    if let Some(d) = snapshot.playback.as_ref().and_then(|p| p.device.as_ref())
+        && find_same(&devices, d).is_none()
+    {
+        devices.push(d.clone());
     }
     devices
 }
@@ -247,10 +247,10 @@ fn resolve(known: &Known, observed: &[Device]) -> Vec<Target> {
     // Pass 1: ids. A record claimed here is not available to name matching.
     for (t, d) in targets.iter_mut().zip(observed) {
         let Some(id) = &d.id else { continue };
-        if let Some(r) = known.devices.iter().find(|r| r.spotify_ids.contains(id)) {
-            if claimed.insert(r.key) {
-                *t = Target::Known(r.key);
-            }
+        if let Some(r) = known.devices.iter().find(|r| r.spotify_ids.contains(id))
+            && claimed.insert(r.key)
+        {
+            *t = Target::Known(r.key);
         }
     }
     // Pass 2: name and type, for what ids did not resolve.

@@ -212,10 +212,10 @@ impl Config {
         if self.schedule.every.is_some() && self.schedule.cron.is_some() {
             return Err(invalid("schedule", "set either `every` or `cron`, not both"));
         }
-        if let Some(every) = &self.schedule.every {
-            if every.0 < Duration::from_secs(1) {
-                return Err(invalid("schedule.every", "the interval must be at least 1s"));
-            }
+        if let Some(every) = &self.schedule.every
+            && every.0 < Duration::from_secs(1)
+        {
+            return Err(invalid("schedule.every", "the interval must be at least 1s"));
         }
         if self.alerts.opener.is_empty() || self.alerts.opener[0].trim().is_empty() {
             return Err(invalid("alerts.opener", "give the command that opens a URL, e.g. [\"xdg-open\"]"));

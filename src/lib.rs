@@ -22,6 +22,8 @@
 
 pub mod audit;
 pub mod auth;
+// The command line is the one layer that prints.
+#[allow(clippy::print_stdout)]
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::dbus::{INTERFACE, NotificationServer, PATH, Recorded, SERVER_INFORMATION, TestBus, next_signal};
-use zbus::zvariant::Value;
-use zbus::{Connection, MessageStream};
+use zbus::{Connection, MessageStream, Variant};
 
 const CAPABILITIES: &[&str] = &["actions", "body", "body-markup", "body-hyperlinks"];
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,9 +21,9 @@ const CHILD_RESULT_ENV: &str = "SPOTGUARD_HARNESS_CHILD_RESULT";
 
 /// Sends a notification with the raw `Notify` call and returns its id.
 async fn notify(conn: &Connection, summary: &str, actions: &[&str]) -> u32 {
-    let mut hints: HashMap<&str, Value<'_>> = HashMap::new();
-    hints.insert("urgency", Value::U8(2));
-    hints.insert("category", Value::from("device.added"));
+    let mut hints: HashMap<&str, Variant<'_>> = HashMap::new();
+    hints.insert("urgency", Variant::U8(2));
+    hints.insert("category", Variant::from("device.added"));
     conn.call_method(
         Some(INTERFACE),
         PATH,

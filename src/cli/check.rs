@@ -86,7 +86,6 @@ impl Cmd {
     }
 }
 
-#[allow(clippy::print_stdout)]
 fn print_text(out: &Out) {
     println!("Spotify account {}: {} device(s) online", terminal(&out.account), out.devices.len());
     for d in &out.devices {

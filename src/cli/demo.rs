@@ -30,7 +30,6 @@ pub struct Cmd {
 const TOKEN: &str = "demo-access-token";
 
 impl Cmd {
-    #[allow(clippy::print_stdout)]
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let step = Duration::from_secs(self.step);
         let dir = tempfile::Builder::new().prefix("spotguard-demo-").tempdir()?;

@@ -132,12 +132,10 @@ async fn resolve(ctx: &Context, account: Option<i64>, query: &str) -> anyhow::Re
     }
 }
 
-#[allow(clippy::print_stdout)]
 fn say(line: &str) {
     println!("{line}");
 }
 
-#[allow(clippy::print_stdout)]
 fn print_json(rows: &[DeviceRow]) -> anyhow::Result<()> {
     let out: Vec<DeviceJson<'_>> = rows
         .iter()
@@ -158,7 +156,6 @@ fn print_json(rows: &[DeviceRow]) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
 pub(super) fn print_table(rows: &[DeviceRow], account: &str) {
     if rows.is_empty() {
         println!("No devices seen yet on account {account}. `spotguard run` records them as it polls.");

@@ -16,7 +16,6 @@ pub struct Cmd {
 }
 
 impl Cmd {
-    #[allow(clippy::print_stdout)]
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let fake = FakeSpotify::start_on(self.listen).await?;
         let handle = fake.handle();

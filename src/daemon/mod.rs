@@ -87,12 +87,12 @@ impl Context {
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(ctx: Context, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let schedule = ctx.config.schedule();
-    if let crate::config::Schedule::Every(every) = schedule {
-        if every < WARN_EVERY_BELOW {
-            tracing::warn!(
-                "polling {schedule} is more often than useful; Spotify rate-limits apps, 60s is plenty"
-            );
-        }
+    if let crate::config::Schedule::Every(every) = schedule
+        && every < WARN_EVERY_BELOW
+    {
+        tracing::warn!(
+            "polling {schedule} is more often than useful; Spotify rate-limits apps, 60s is plenty"
+        );
     }
     let accounts = ctx.accounts().await?;
     let (invoked_tx, invoked_rx) = mpsc::channel(16);

@@ -39,11 +39,11 @@ pub enum SpotifyError {
     Forbidden { message: String },
     #[error("Spotify is rate limiting this app (429); waiting {}", humantime::format_duration(*.retry_after))]
     RateLimited { retry_after: Duration, quota: bool },
-    #[error("Spotify answered {status}; it is having trouble, will retry")]
+    #[error("Spotify answered {status}, a problem on its side")]
     Server { status: u16 },
-    #[error("Spotify accepted the request but has no answer yet (202); will retry")]
+    #[error("Spotify accepted the request but had no answer yet (202)")]
     NotReady,
-    #[error("Spotify did not answer in time; will retry")]
+    #[error("Spotify did not answer within {}s", REQUEST_TIMEOUT.as_secs())]
     Timeout,
     #[error("cannot reach Spotify at {base}: {reason}")]
     Network { base: String, reason: String },
@@ -108,7 +108,7 @@ impl Client {
     }
 
     /// GET /me/player/devices: the Connect devices online for the account.
-    #[tracing::instrument(skip_all, err(Display))]
+    #[tracing::instrument(skip_all, level = "debug")]
     pub async fn devices(&self, token: &Secret) -> Result<Vec<Device>, SpotifyError> {
         let endpoint = "/me/player/devices";
         match self.get(endpoint, token).await? {
@@ -119,7 +119,7 @@ impl Client {
     }
 
     /// GET /me/player: what plays where. `None` is the documented 204: nothing plays.
-    #[tracing::instrument(skip_all, err(Display))]
+    #[tracing::instrument(skip_all, level = "debug")]
     pub async fn playback(&self, token: &Secret) -> Result<Option<Playback>, SpotifyError> {
         let endpoint = "/me/player?additional_types=track,episode";
         match self.get(endpoint, token).await? {
@@ -129,7 +129,7 @@ impl Client {
     }
 
     /// GET /me: who the token belongs to.
-    #[tracing::instrument(skip_all, err(Display))]
+    #[tracing::instrument(skip_all, level = "debug")]
     pub async fn me(&self, token: &Secret) -> Result<User, SpotifyError> {
         let endpoint = "/me";
         match self.get(endpoint, token).await? {

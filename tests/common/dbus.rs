@@ -35,6 +35,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -43,8 +44,7 @@ use std::time::{Duration, Instant};
 
 use zbus::export::futures_core::Stream;
 use zbus::message::{Header, Type};
-use zbus::zvariant::{OwnedValue, Value};
-use zbus::{Connection, MatchRule, Message, MessageStream, OwnedMatchRule};
+use zbus::{Connection, MatchRule, Message, MessageStream, OwnedMatchRule, OwnedVariant, Variant};
 
 /// Object path of the notification server.
 pub const PATH: &str = "/org/freedesktop/Notifications";
@@ -61,6 +61,8 @@ pub const SUBSCRIBE_SETTLE: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(20);
 /// The message bus itself.
 const BUS_NAME: &str = "org.freedesktop.DBus";
+/// Capacity of the bus monitor connection's message queue (it sees every AddMatch on the bus).
+const MONITOR_QUEUE: NonZeroUsize = NonZeroUsize::new(4096).expect("4096 is not zero");
 /// Longest unix socket path the kernel accepts is 107 bytes; stay well below.
 const MAX_SOCKET_PATH: usize = 100;
 
@@ -123,7 +125,6 @@ impl TestBus {
     /// A new connection to this bus (it has said `Hello`, so it has a unique name).
     pub async fn connect(&self) -> Connection {
         zbus::connection::Builder::address(self.address.as_str())
-            .expect("the daemon's address parses")
             .build()
             .await
             .expect("connect to the test bus")
@@ -260,15 +261,15 @@ impl Interface {
         summary: String,
         body: String,
         actions: Vec<String>,
-        hints: HashMap<String, OwnedValue>,
+        hints: HashMap<String, OwnedVariant>,
         expire_timeout: i32,
     ) -> u32 {
         let urgency = match hints.get("urgency").map(|v| &**v) {
-            Some(Value::U8(u)) => Some(*u),
+            Some(Variant::U8(u)) => Some(*u),
             _ => None,
         };
         let category = match hints.get("category").map(|v| &**v) {
-            Some(Value::Str(s)) => Some(s.to_string()),
+            Some(Variant::Str(s)) => Some(s.to_string()),
             _ => None,
         };
         let mut notifications = lock(&self.shared.notifications);
@@ -345,12 +346,10 @@ impl NotificationServer {
             shared: Arc::clone(&shared),
             capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
         };
+        // zbus 6 reports an invalid address, path or name from build().
         let conn = zbus::connection::Builder::address(bus.address.as_str())
-            .expect("the daemon's address parses")
             .serve_at(PATH, interface)
-            .expect("serve the notification interface")
             .name(INTERFACE)
-            .expect("valid well-known name")
             .build()
             .await
             .expect("connect the notification server and own org.freedesktop.Notifications");
@@ -428,9 +427,9 @@ impl NotificationServer {
         let sender =
             self.shared.sender_of(id).unwrap_or_else(|| panic!("no notification with id {id} was recorded"));
         let probe = Message::signal(PATH, INTERFACE, "ActionInvoked")
-            .and_then(|b| b.sender(self.unique_name()))
-            .and_then(|b| b.destination(sender.as_str()))
-            .and_then(|b| b.build(&(id, "default")))
+            .sender(self.unique_name())
+            .destination(sender.as_str())
+            .build(&(id, "default"))
             .expect("build the probe ActionInvoked message");
         lock(&self.shared.rules)
             .get(&sender)
@@ -456,7 +455,7 @@ impl NotificationServer {
 
     async fn emit_to_sender<B>(&self, id: u32, signal: &str, body: &B)
     where
-        B: serde::Serialize + zbus::zvariant::DynamicType,
+        B: serde::Serialize + zbus::DynamicType,
     {
         let sender =
             self.shared.sender_of(id).unwrap_or_else(|| panic!("no notification with id {id} was recorded"));
@@ -477,8 +476,7 @@ impl Drop for NotificationServer {
 /// `shared.rules`. Returns once the bus has made it a monitor.
 async fn start_monitor(bus: &TestBus, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     let conn = zbus::connection::Builder::address(bus.address.as_str())
-        .expect("the daemon's address parses")
-        .max_queued(4096)
+        .max_queued(MONITOR_QUEUE)
         .build()
         .await
         .expect("connect the bus monitor");

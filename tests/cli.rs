@@ -1,0 +1,196 @@
+//! The built binary against the fake Spotify: check, devices, config errors, token files.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sandbox::{Sandbox, TOKEN, stderr, stdout};
+use serde_json::Value;
+use spotguard::fake::{self, Fault};
+
+fn laptop() -> Value {
+    fake::device("laptop-id-0001", "Laptop", "Computer", false)
+}
+
+fn phone() -> Value {
+    fake::device("phone-id-0002", "Phone", "Smartphone", false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_exits_3_on_untrusted_and_0_once_trusted() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![laptop()]);
+    let out = s.run(&["check", "--json"]).await;
+    assert_eq!(out.status.code(), Some(3), "untrusted device: exit 3; stderr: {}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("check --json is JSON");
+    assert_eq!(json["devices"][0]["name"], "Laptop");
+    assert_eq!(json["devices"][0]["trusted"], false);
+    assert_eq!(json["would_alert"][0]["kind"], "device_appeared");
+    // check records nothing: the device is not on record yet, so it cannot be trusted.
+    let out = s.run(&["devices", "trust", "Laptop"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no device matches"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_records_devices_then_trust_makes_check_pass() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![laptop(), phone()]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("two devices recorded", Duration::from_secs(10), |st| {
+        st.row_counts().expect("counts").iter().any(|(t, n)| *t == "devices" && *n == 2)
+    })
+    .await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success(), "clean exit on SIGTERM:\n{}", d.log_text());
+
+    let out = s.run(&["devices", "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("devices --json is JSON");
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 2);
+    for d in list {
+        for key in ["id", "name", "type", "trusted", "first_seen", "last_seen"] {
+            assert!(d.get(key).is_some(), "field {key} in {d}");
+        }
+        let seen = d["first_seen"].as_str().expect("string");
+        chrono::DateTime::parse_from_rfc3339(seen).expect("RFC 3339");
+        assert_eq!(d["trusted"], false);
+    }
+
+    for name in ["laptop", "phone-id"] {
+        let out = s.run(&["devices", "trust", name]).await;
+        assert!(out.status.success(), "trust {name}: {}", stderr(&out));
+        assert!(stdout(&out).starts_with("Trusted "), "{}", stdout(&out));
+    }
+    let out = s.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("Nothing to alert."), "{}", stdout(&out));
+    // The table says so too.
+    let table = stdout(&s.run(&["devices"]).await);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.lines().skip(1).all(|l| l.contains("  yes  ")), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_names_change_nothing() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![
+        fake::device("aaaa-1", "Echo", "Speaker", false),
+        fake::device("aaaa-2", "Echo", "Speaker", false),
+    ]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, Duration::from_secs(10)).await;
+    s.wait_for_store("recorded", Duration::from_secs(10), |st| {
+        st.row_counts().expect("counts").iter().any(|(t, n)| *t == "devices" && *n == 2)
+    })
+    .await;
+    d.signal("TERM");
+    d.wait(Duration::from_secs(10)).await;
+    let out = s.run(&["devices", "trust", "aaaa"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("matches 2 devices"), "{err}");
+    assert!(err.lines().count() == 1, "one line: {err}");
+    let out = s.run(&["devices", "forget", "echo"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let list: Value = serde_json::from_str(&stdout(&s.run(&["devices", "--json"]).await)).expect("json");
+    assert!(list.as_array().expect("array").iter().all(|d| d["trusted"] == false));
+    assert_eq!(list.as_array().expect("array").len(), 2, "nothing forgotten");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_config_is_one_clear_line_naming_file_and_line() {
+    let mut s = Sandbox::new().await;
+    s.with_config("[schedule]\nevery = \"60s\"\n\n[alerts]\nsign_out_url = \"https://evil.example/\"\n");
+    let out = s.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&s.config_path().display().to_string()), "{err}");
+    assert!(err.contains("only https URLs on spotify.com"), "{err}");
+    assert!(err.contains("line "), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_key_is_refused() {
+    let mut s = Sandbox::new().await;
+    s.with_config("[notify]\ndesktop = false\ndesktp = true\n");
+    let out = s.run(&["run"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown field `desktp`"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readable_token_file_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::new().await;
+    let path = s.path().join("data/tokens/default.json");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = s.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("chmod 600 {}", path.display())), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_token_is_a_clear_error_without_the_token() {
+    let s = Sandbox::new().await;
+    s.spotify.revoke_tokens();
+    let out = s.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("refused the access token (401)"), "{err}");
+    assert!(!err.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_spotify_faults_plainly() {
+    let s = Sandbox::new().await;
+    for (fault, want) in [
+        (Fault::Unavailable, "Spotify answered 503"),
+        (Fault::Malformed, "was not understood"),
+        (
+            Fault::RateLimited { retry_after_secs: 9, quota: false },
+            "rate limiting this app (429); waiting 9s",
+        ),
+        (
+            Fault::Status { status: 403, message: "User not registered in the Developer Dashboard".into() },
+            "Users Management",
+        ),
+        (Fault::Huge { bytes: 2 * 1024 * 1024 }, "larger than"),
+    ] {
+        s.spotify.push_fault(fault);
+        let out = s.run(&["check"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains(want), "want {want:?} in {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_names_are_escaped_in_the_terminal() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device(
+        "x-1",
+        "evil\u{1b}]0;pwned\u{7}\u{202e}name",
+        "Computer",
+        false,
+    )]);
+    let out = s.run(&["check"]).await;
+    let text = stdout(&out);
+    assert!(!text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'), "{text:?}");
+    assert!(text.contains("evil]0;pwnedname"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_runs_without_an_account_and_shows_the_story() {
+    let s = Sandbox::new().await;
+    let out = s.run(&["demo", "--step", "2"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("No desktop notification server is running"), "{text}");
+    assert!(text.contains("unknown device \u{201c}Galaxy S24\u{201d} (Smartphone) is online"), "{text}");
+    assert!(text.contains("is playing \u{201c}Blinding Lights\u{201d} by The Weeknd"), "{text}");
+    assert!(text.contains("Galaxy S24  Smartphone  NO"), "{text}");
+}

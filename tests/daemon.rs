@@ -1,0 +1,165 @@
+//! `spotguard run` as a process against the fake Spotify: request economy, faults and
+//! backoff, failed polls that are not evidence, signals, and secrets kept out of logs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sandbox::{Sandbox, TOKEN};
+use spotguard::fake::{self, Fault};
+use spotguard::store::Store;
+
+const DEVICES: &str = "/v1/me/player/devices";
+const PLAYER: &str = "/v1/me/player";
+
+fn count(store: &Store, table: &str) -> i64 {
+    store.row_counts().expect("counts").into_iter().find(|(t, _)| *t == table).expect("table").1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_polls_cost_one_request_and_playback_is_asked_only_when_active() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(4, Duration::from_secs(15)).await;
+    assert_eq!(s.spotify.request_count(PLAYER), 0, "nothing active: no playback request");
+    let total = s.spotify.requests().len();
+    assert_eq!(total, s.spotify.request_count(DEVICES), "one request per idle poll");
+
+    let active = fake::device("a", "Laptop", "Computer", true);
+    s.spotify.set_playback(Some(fake::playing(active.clone(), "Song", "Band")));
+    s.spotify.set_devices(vec![active]);
+    let before = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(before + 2, Duration::from_secs(15)).await;
+    assert!(s.spotify.request_count(PLAYER) >= 1, "active device: playback asked");
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    // Storage did not grow with polls: one device, one presence interval.
+    let st = s.store();
+    assert_eq!(count(&st, "devices"), 1);
+    assert_eq!(count(&st, "presence"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_poll_is_not_evidence_and_logs_once() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("first poll", Duration::from_secs(10), |st| count(st, "devices") == 1).await;
+    let events_before = count(&s.store(), "events");
+    // The device list comes back broken, then empty-but-failing: neither is "gone" nor "new".
+    s.spotify.set_devices(vec![fake::device("b", "Stranger", "Smartphone", false)]);
+    s.spotify.push_fault(Fault::Malformed);
+    s.spotify.push_fault(Fault::Unavailable);
+    let before = s.spotify.request_count(DEVICES);
+    // Backoff after the first failure is at least 15 s, so within the next 4 s only the
+    // first failing request happens: ticks are skipped, not queued.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = s.spotify.request_count(DEVICES) - before;
+    assert_eq!(during, 1, "one failed poll, then ticks skipped while backing off");
+    let st = s.store();
+    assert_eq!(count(&st, "events"), events_before, "a failed poll raises nothing");
+    assert_eq!(count(&st, "devices"), 1, "and records nothing");
+    let status = &st.account_status().expect("status")[0];
+    assert!(status.last_error.as_deref().is_some_and(|e| e.contains("not understood")), "{status:?}");
+    d.signal("INT");
+    assert!(d.wait(Duration::from_secs(10)).await.success(), "SIGINT exits cleanly too");
+    let log = d.log_text();
+    assert_eq!(log.matches("poll failed").count(), 1, "one warning, not one per tick:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_honoured() {
+    let s = Sandbox::new().await;
+    s.spotify.push_fault(Fault::RateLimited { retry_after_secs: 3, quota: false });
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(s.spotify.request_count(DEVICES), 1, "no request inside Retry-After");
+    s.wait_for_polls(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.signal("TERM");
+    d.wait(Duration::from_secs(10)).await;
+    let log = d.log_text();
+    assert!(log.contains("rate limiting this app (429); waiting 3s"), "{log}");
+    assert!(log.contains("polling works again after 1 failed polls"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_exhaustion_is_said_once_and_waits_long() {
+    let s = Sandbox::new().await;
+    s.spotify.push_fault(Fault::RateLimited { retry_after_secs: 2, quota: true });
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(s.spotify.request_count(DEVICES), 1, "a quota 429 waits far longer than Retry-After");
+    d.signal("TERM");
+    d.wait(Duration::from_secs(10)).await;
+    let log = d.log_text();
+    assert_eq!(log.matches("quota is used up").count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_hung_poll_exits_cleanly_and_keeps_the_database() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("first poll", Duration::from_secs(10), |st| count(st, "devices") == 1).await;
+    s.spotify.push_fault(Fault::Hang { millis: 60_000 });
+    let before = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(before + 1, Duration::from_secs(10)).await;
+    let start = std::time::Instant::now();
+    d.signal("TERM");
+    let status = d.wait(Duration::from_secs(15)).await;
+    assert!(status.success(), "{}", d.log_text());
+    assert!(start.elapsed() < Duration::from_secs(10), "bounded shutdown: {:?}", start.elapsed());
+    let st = s.store();
+    let ok: String = integrity(&st);
+    assert_eq!(ok, "ok");
+    assert_eq!(count(&st, "devices"), 1);
+}
+
+/// SQLite's own verdict on the file.
+fn integrity(st: &Store) -> String {
+    let conn = rusqlite::Connection::open(st.path()).expect("open");
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_run_loses_nothing_committed() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("first poll", Duration::from_secs(10), |st| count(st, "events") == 1).await;
+    d.signal("KILL");
+    d.wait(Duration::from_secs(5)).await;
+    // A new daemon starts on the same database and carries on.
+    s.spotify.set_devices(vec![
+        fake::device("a", "Laptop", "Computer", false),
+        fake::device("b", "Tablet", "Tablet", false),
+    ]);
+    let mut d2 = s.spawn_daemon(&[]);
+    s.wait_for_store("second device", Duration::from_secs(10), |st| count(st, "devices") == 2).await;
+    d2.signal("TERM");
+    assert!(d2.wait(Duration::from_secs(10)).await.success());
+    assert_eq!(count(&s.store(), "events"), 2, "one alert per device, none lost or repeated");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_in_trace_logs() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", true)]);
+    s.spotify.set_playback(Some(fake::playing(
+        fake::device("a", "Laptop", "Computer", true),
+        "Song",
+        "Band",
+    )));
+    let mut d = s.spawn_daemon(&[("RUST_LOG", "trace")]);
+    s.wait_for_polls(2, Duration::from_secs(20)).await;
+    d.signal("TERM");
+    d.wait(Duration::from_secs(10)).await;
+    let log = d.log_text();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "trace logging was on");
+    assert!(!log.contains(TOKEN), "the access token leaked into the log");
+    assert!(!log.contains("test-refresh-token"), "the refresh token leaked into the log");
+}
