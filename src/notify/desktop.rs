@@ -67,8 +67,12 @@ impl Desktop {
                 )
                 .await
                 .map_err(|e| match &e {
-                    zbus::Error::MethodError(name, _, _)
-                        if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" =>
+                    // The bus answers for the missing name; a server would have answered itself.
+                    zbus::Error::FDO(fdo)
+                        if matches!(
+                            **fdo,
+                            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
+                        ) =>
                     {
                         DesktopError::NoServer("nothing owns org.freedesktop.Notifications".into())
                     }

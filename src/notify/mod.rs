@@ -75,13 +75,15 @@ impl Dispatcher {
         };
         for ev in pending {
             let account = self.name_accounts.then_some(ev.account.as_str());
-            tracing::info!(
-                event = ev.id,
-                kind = ev.event.kind(),
-                account = %ev.account,
-                "{}",
-                clean(&ev.event.describe(), 4 * MAX_NAME_CHARS)
-            );
+            if ev.attempts == 0 {
+                tracing::info!(
+                    event = ev.id,
+                    kind = ev.event.kind(),
+                    account = %ev.account,
+                    "{}",
+                    clean(&ev.event.describe(), 4 * MAX_NAME_CHARS)
+                );
+            }
             let shown = match (&self.desktop, &caps) {
                 _ if ev.event.urgency() == Urgency::Quiet => Ok(false),
                 (Some(desktop), Some(Ok(caps))) => {

@@ -1,0 +1,221 @@
+//! End to end on a real private D-Bus session bus (`dbus-daemon`) with a dunst-like
+//! notification server: the alert's text, urgency and buttons as they reach the server, and
+//! what each button does. Never skipped: CI installs dbus.
+
+mod common;
+
+use std::time::Duration;
+
+use common::dbus::{NotificationServer, Recorded, TestBus};
+use common::sandbox::{Daemon, Sandbox};
+use spotguard::audit::{Policy, Snapshot, evaluate};
+use spotguard::fake;
+use spotguard::spotify::Device;
+
+const FULL: &[&str] = &["actions", "body", "body-markup", "body-hyperlinks"];
+const WAIT: Duration = Duration::from_secs(15);
+const SIGN_OUT: &str = "https://www.spotify.com/account/overview/";
+const APPS: &str = "https://www.spotify.com/account/apps/";
+
+async fn desktop_sandbox() -> Sandbox {
+    let mut s = Sandbox::new().await;
+    s.with_config("[notify]\ndesktop = true\naction_timeout = \"5m\"\n");
+    s
+}
+
+fn start(s: &Sandbox, bus: &TestBus) -> Daemon {
+    s.spawn_daemon(&[("DBUS_SESSION_BUS_ADDRESS", &bus.address)])
+}
+
+async fn opened(s: &Sandbox, n: usize) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(s.opened_path()).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(start.elapsed() < WAIT, "opener was called {} times, wanted {n}", lines.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn trusted_by(s: &Sandbox, name: &str) -> Option<String> {
+    let conn = rusqlite::Connection::open(s.db_path()).expect("open db");
+    conn.query_row("SELECT trusted_by FROM devices WHERE name = ?1 AND trusted = 1", [name], |r| r.get(0))
+        .ok()
+}
+
+async fn click(server: &NotificationServer, n: &Recorded, key: &str) {
+    server.wait_until_subscribed(n.id, WAIT).await;
+    server.invoke_action(n.id, key).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_device_alert_reaches_the_server_escaped_with_its_buttons() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = desktop_sandbox().await;
+    let hostile = "<a href=\"https://evil.example\">Phone</a> & \u{202e}co";
+    s.spotify.set_devices(vec![fake::device("evil-1", hostile, "Smartphone", false)]);
+    let mut d = start(&s, &bus);
+
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(n.app_name, "spotguard");
+    assert_eq!(n.summary, "Unknown device on your Spotify account");
+    assert!(
+        n.body.starts_with(
+            "<b>&lt;a href=&quot;https://evil.example&quot;&gt;Phone&lt;/a&gt; &amp; co</b> (Smartphone) appeared at "
+        ),
+        "{}",
+        n.body
+    );
+    assert!(!n.body.contains('\u{202e}'));
+    assert!(
+        n.body.contains(&format!("<a href=\"{SIGN_OUT}\">")),
+        "link only because body-hyperlinks: {}",
+        n.body
+    );
+    assert_eq!(n.action_keys(), ["default", "sign-out", "trust", "apps"]);
+    assert_eq!(n.action_label("sign-out").as_deref(), Some("Sign out everywhere"));
+    assert_eq!(n.action_label("trust").as_deref(), Some("Trust this device"));
+    assert_eq!(n.action_label("apps").as_deref(), Some("Review app access"));
+    assert_eq!(n.urgency, Some(1));
+    assert_eq!(n.category.as_deref(), Some("security"));
+
+    // "Trust this device" trusts it in the store (names are stored as Spotify sent them;
+    // only what is displayed is cleaned), and records who did.
+    click(&server, &n, "trust").await;
+    s.wait_for_store("trusted from the notification", WAIT, |_| trusted_by(&s, hostile).is_some()).await;
+    assert_eq!(trusted_by(&s, hostile).as_deref(), Some("notification"));
+    // The server is asked to close it (dunst leaves it open after an action).
+    let start = std::time::Instant::now();
+    while !server.close_requests().contains(&n.id) {
+        assert!(start.elapsed() < WAIT, "notification not closed after the action");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert!(!std::fs::exists(s.opened_path()).unwrap_or(false), "trust opens nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn click_and_sign_out_open_the_sign_out_page_and_apps_opens_the_apps_page() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = desktop_sandbox().await;
+    let mut devices = Vec::new();
+    let mut d = start(&s, &bus);
+    for (i, key) in ["default", "sign-out", "apps"].into_iter().enumerate() {
+        devices.push(fake::device(&format!("id-{i}"), &format!("Stranger {i}"), "Computer", false));
+        s.spotify.set_devices(devices.clone());
+        let n = server.wait_for(i + 1, WAIT).await.remove(i);
+        assert!(n.body.contains(&format!("Stranger {i}")), "{}", n.body);
+        click(&server, &n, key).await;
+        let lines = opened(&s, i + 1).await;
+        let want = if key == "apps" { APPS } else { SIGN_OUT };
+        assert_eq!(lines[i], want, "{key} opens {want}");
+    }
+    // A close is not an action: nothing opens, nothing is trusted.
+    devices.push(fake::device("id-9", "Stranger 9", "Computer", false));
+    s.spotify.set_devices(devices);
+    let n = server.wait_for(4, WAIT).await.remove(3);
+    server.wait_until_subscribed(n.id, WAIT).await;
+    server.close(n.id, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(opened(&s, 3).await.len(), 3, "closing opened something");
+    assert_eq!(trusted_by(&s, "Stranger 9"), None);
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_playback_is_critical_and_names_what_plays() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = desktop_sandbox().await;
+    let speaker = fake::device("spk-1", "Living room", "Speaker", true);
+    s.spotify.set_devices(vec![speaker.clone()]);
+    s.spotify.set_playback(Some(fake::playing(speaker, "Song <3", "Band & Co")));
+    let mut d = start(&s, &bus);
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(n.summary, "Unknown device is playing on your Spotify account");
+    assert!(n.body.contains("is playing \u{201c}Song &lt;3\u{201d} by Band &amp; Co"), "{}", n.body);
+    assert_eq!(n.urgency, Some(2), "critical");
+    assert_eq!(n.expire_timeout, 0, "critical alerts do not expire");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(server.notifications().len(), 1, "one alert for one play, not one per poll");
+    d.signal("TERM");
+    d.wait(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_markup_gets_plain_text_and_no_link() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, &["actions", "body"]).await;
+    let s = desktop_sandbox().await;
+    s.spotify.set_devices(vec![fake::device("x", "Tom & Jerry's <TV>", "TV", false)]);
+    let mut d = start(&s, &bus);
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert!(n.body.starts_with("Tom & Jerry's <TV> (TV) appeared at "), "{}", n.body);
+    assert!(!n.body.contains("<a href"), "{}", n.body);
+    d.signal("TERM");
+    d.wait(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headless_daemon_warns_once_keeps_running_and_keeps_the_log() {
+    let bus = TestBus::start(); // a session bus, but nothing owns org.freedesktop.Notifications
+    let s = desktop_sandbox().await;
+    s.spotify.set_devices(vec![fake::device("a", "One", "Computer", false)]);
+    let mut d = start(&s, &bus);
+    s.wait_for_polls(1, WAIT).await;
+    s.spotify.set_devices(vec![
+        fake::device("a", "One", "Computer", false),
+        fake::device("b", "Two", "TV", false),
+    ]);
+    s.wait_for_store("both alerts delivered to the log", WAIT, |st| {
+        st.undelivered(10).expect("outbox").is_empty()
+            && st.row_counts().expect("counts").iter().any(|(t, n)| *t == "events" && *n == 2)
+    })
+    .await;
+    s.wait_for_polls(s.spotify.request_count("/v1/me/player/devices") + 1, WAIT).await;
+    assert!(d.child.try_wait().expect("try_wait").is_none(), "still running");
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    let log = d.log_text();
+    assert_eq!(log.matches("no desktop notification server").count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_committed_but_not_shown_is_shown_after_a_restart() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = desktop_sandbox().await;
+    // What a crash between commit and delivery leaves: an undelivered event in the outbox.
+    {
+        let mut store = s.store();
+        let now = chrono::Utc::now();
+        let account = store.account("default", now).expect("account");
+        let known = store.load_known(account, now).expect("known");
+        let seen = Device {
+            id: Some("ghost".into()),
+            name: "Ghost".into(),
+            kind: "Tablet".into(),
+            ..Device::default()
+        };
+        let policy = Policy { realert_after: Duration::from_secs(86400), device_limit: 6 };
+        let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
+        store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
+        assert_eq!(store.undelivered(10).expect("outbox").len(), 1);
+    }
+    // Spotify shows nothing now; the alert still comes, once.
+    let mut d = start(&s, &bus);
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert!(n.body.contains("<b>Ghost</b> (Tablet)"), "{}", n.body);
+    s.wait_for_polls(2, WAIT).await;
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert_eq!(server.notifications().len(), 1);
+    assert!(s.store().undelivered(10).expect("outbox").is_empty());
+}
