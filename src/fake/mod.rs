@@ -189,10 +189,16 @@ impl FakeHandle {
         self.lock().counts.get(path).copied().unwrap_or(0)
     }
 
+    /// When `path` was last requested (the request's arrival), if ever.
+    pub fn last_request_at(&self, path: &str) -> Option<std::time::Instant> {
+        self.lock().last_at.get(path).copied()
+    }
+
     /// Records one API request in the bounded log and the exact counters.
     fn record(&self, record: RequestRecord) {
         let mut state = self.lock();
         *state.counts.entry(record.path.clone()).or_insert(0) += 1;
+        state.last_at.insert(record.path.clone(), std::time::Instant::now());
         state.total += 1;
         if state.log.len() >= MAX_LOGGED_REQUESTS {
             state.log.pop_front();
@@ -329,6 +335,8 @@ struct State {
     counts: BTreeMap<String, usize>,
     /// Exact number of API requests.
     total: u64,
+    /// When each path was last requested, for latency measurements.
+    last_at: BTreeMap<String, std::time::Instant>,
 }
 
 impl Default for State {
@@ -347,6 +355,7 @@ impl Default for State {
             log: VecDeque::new(),
             counts: BTreeMap::new(),
             total: 0,
+            last_at: BTreeMap::new(),
         }
     }
 }

@@ -206,6 +206,8 @@ pub struct Recorded {
     /// The `category` hint, when sent as a string.
     pub category: Option<String>,
     pub expire_timeout: i32,
+    /// When the server received the call.
+    pub received: Instant,
 }
 
 impl Recorded {
@@ -291,6 +293,7 @@ impl Interface {
             urgency,
             category,
             expire_timeout,
+            received: Instant::now(),
         });
         id
     }
