@@ -12,6 +12,8 @@
 //! - alert latency: from the fake receiving the device-list request that first shows a new
 //!   device to the notification server receiving `Notify`, over several alerts.
 
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
+
 #[path = "../tests/common/dbus.rs"]
 #[allow(dead_code)]
 mod dbus;
@@ -41,7 +43,8 @@ struct Target {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let failed = runtime.block_on(bench());
     std::process::exit(i32::from(failed));
 }
@@ -83,7 +86,12 @@ async fn bench() -> bool {
     let mut devices = trusted;
     for i in 0..ALERTS {
         let before = server.notifications().len();
-        devices.push(fake::device(&format!("bench-stranger-{i}"), &format!("Stranger {i}"), "Smartphone", false));
+        devices.push(fake::device(
+            &format!("bench-stranger-{i}"),
+            &format!("Stranger {i}"),
+            "Smartphone",
+            false,
+        ));
         spotify.set_devices(devices.clone());
         let n = server.wait_for(before + 1, Duration::from_secs(20)).await.remove(before);
         let asked = spotify.last_request_at(DEVICES).expect("a devices request");
@@ -121,7 +129,12 @@ async fn bench() -> bool {
         );
     }
     let per_poll = (switches1 - switches0) / polls;
-    println!("  {:<32} {:>9.1}      (all threads; {:.2}/s)", "wake-ups per poll interval", per_poll, per_poll / EVERY_SECS as f64);
+    println!(
+        "  {:<32} {:>9.1}      (all threads; {:.2}/s)",
+        "wake-ups per poll interval",
+        per_poll,
+        per_poll / EVERY_SECS as f64
+    );
     println!("  {:<32} {:>9.3} MiB", "peak resident memory (VmHWM)", hwm_kib / 1024.0);
     println!(
         "  {:<32} {:>9.3} ms (median of {ALERTS})",
@@ -195,8 +208,11 @@ fn proc_counters(pid: u32) -> (f64, f64) {
         }
         if let Ok(s) = std::fs::read_to_string(p.join("status")) {
             for line in s.lines() {
-                if line.starts_with("voluntary_ctxt_switches") || line.starts_with("nonvoluntary_ctxt_switches") {
-                    switches += line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                if line.starts_with("voluntary_ctxt_switches")
+                    || line.starts_with("nonvoluntary_ctxt_switches")
+                {
+                    switches +=
+                        line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
                 }
             }
         }

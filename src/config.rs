@@ -269,15 +269,20 @@ fn project_dirs() -> Result<directories::ProjectDirs, ConfigError> {
 }
 
 /// toml's Display is several lines with a source excerpt; a person reading a log or a
-/// terminal wants one line: "line 3, column 9: <what>".
+/// terminal wants one line that still names the key: `line 3 (device_limit = "six"): <what>`.
 fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            let source: String = source.chars().take(80).collect();
+            if source.is_empty() {
+                format!("line {line}: {message}")
+            } else {
+                format!("line {line} ({source}): {message}")
+            }
         }
         None => message,
     }
@@ -490,7 +495,7 @@ mod tests {
     #[test]
     fn wrong_type_names_key_and_line() {
         let e = err("[alerts]\ndevice_limit = \"six\"\n");
-        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("line 2 (device_limit = \"six\")"), "{e}");
         let e = err("[alerts]\nopener = []\n");
         assert!(e.contains("alerts.opener"), "{e}");
     }

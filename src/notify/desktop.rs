@@ -50,10 +50,20 @@ pub struct Desktop {
 
 impl Desktop {
     pub fn new(invoked: mpsc::Sender<Invoked>, action_timeout: Duration) -> Desktop {
+        // notify-rust's bundle lookup can hang on recent macOS unless an application is set.
+        #[cfg(target_os = "macos")]
+        let _ = notify_rust::set_application("com.apple.Terminal");
         Desktop { invoked, action_timeout, pending: Arc::new(Semaphore::new(MAX_PENDING)) }
     }
 
+    /// macOS notification centre: plain text, and notify-rust offers no buttons there.
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    pub async fn capabilities() -> Result<Capabilities, DesktopError> {
+        Ok(Capabilities::default())
+    }
+
     /// What the server can do; `NoServer` if there is no bus or no server on it.
+    #[cfg(all(unix, not(target_os = "macos")))]
     pub async fn capabilities() -> Result<Capabilities, DesktopError> {
         let fut = async {
             let conn = zbus::Connection::session().await.map_err(|e| DesktopError::NoServer(one_line(&e)))?;
@@ -109,12 +119,22 @@ impl Desktop {
             .await
             .map_err(|_| DesktopError::Failed("Notify timed out".into()))?
             .map_err(|e| DesktopError::Failed(one_line(&e)))?;
+        #[cfg(all(unix, not(target_os = "macos")))]
+        self.wait_for_click(handle, alert, about);
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        let _ = (handle, about);
+        Ok(())
+    }
+
+    /// Waits in a background task, bounded, for a button; reports it on the channel.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    fn wait_for_click(&self, handle: notify_rust::NotificationHandle, alert: &Alert, about: Invoked) {
         if alert.actions.is_empty() {
-            return Ok(());
+            return;
         }
         let Ok(permit) = self.pending.clone().try_acquire_owned() else {
             tracing::debug!("too many notifications waiting for a click; not waiting for this one");
-            return Ok(());
+            return;
         };
         let invoked = self.invoked.clone();
         let wait = self.action_timeout;
@@ -143,7 +163,6 @@ impl Desktop {
                 (Err(_), _) => tracing::debug!(event = about.event_id, "stopped waiting for a click"),
             }
         });
-        Ok(())
     }
 }
 
