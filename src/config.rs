@@ -31,7 +31,50 @@ pub struct Config {
     pub alerts: AlertsSection,
     /// How alerts reach the person.
     pub notify: NotifySection,
+    /// Where tokens are kept.
+    pub auth: AuthSection,
+    /// The Spotify accounts to watch; none means one account named `default`.
+    pub accounts: Vec<AccountSection>,
 }
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Where tokens are kept: the OS secret store, a 0600 file, or the first that works.
+    pub token_store: TokenStoreKind,
+}
+
+/// `auth.token_store`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenStoreKind {
+    /// The OS secret store where one answers, else the file.
+    #[default]
+    Auto,
+    Keyring,
+    File,
+}
+
+/// One `[[accounts]]` table: a Spotify account to watch, with optional overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    /// A short name of your choosing (letters, digits, `-`, `_`), used in alerts and commands.
+    pub name: String,
+    /// This account's app, if not `spotify.client_id`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Overrides `alerts.device_limit` for this account.
+    #[serde(default)]
+    pub device_limit: Option<u32>,
+    /// Overrides `alerts.realert_after` for this account.
+    #[serde(default)]
+    pub realert_after: Option<HumanDuration>,
+}
+
+/// The name of the one account when the config names none.
+pub const DEFAULT_ACCOUNT: &str = "default";
 
 /// `[spotify]`
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +263,29 @@ impl Config {
         if self.alerts.opener.is_empty() || self.alerts.opener[0].trim().is_empty() {
             return Err(invalid("alerts.opener", "give the command that opens a URL, e.g. [\"xdg-open\"]"));
         }
+        let mut names = std::collections::HashSet::new();
+        for a in &self.accounts {
+            let ok = !a.name.is_empty()
+                && a.name.len() <= 64
+                && a.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "accounts.name",
+                    message: format!("{:?} is not allowed: use letters, digits, '-' and '_'", a.name),
+                });
+            }
+            if !names.insert(a.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "accounts.name",
+                    message: format!("{:?} is named twice", a.name),
+                });
+            }
+            if a.device_limit == Some(0) {
+                return Err(invalid("accounts.device_limit", "the limit must be 1 or more"));
+            }
+        }
         if self.alerts.device_limit == 0 {
             return Err(invalid("alerts.device_limit", "the limit must be 1 or more"));
         }
@@ -232,6 +298,25 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The accounts to watch, in order: the `[[accounts]]` tables, or `default` alone.
+    pub fn account_names(&self) -> Vec<String> {
+        if self.accounts.is_empty() {
+            vec![DEFAULT_ACCOUNT.to_string()]
+        } else {
+            self.accounts.iter().map(|a| a.name.clone()).collect()
+        }
+    }
+
+    /// The `[[accounts]]` table of `name`, if any.
+    pub fn account(&self, name: &str) -> Option<&AccountSection> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// The Client ID to use for `account`: its own, else `spotify.client_id`.
+    pub fn client_id(&self, account: &str) -> &str {
+        self.account(account).and_then(|a| a.client_id.as_deref()).unwrap_or(&self.spotify.client_id)
     }
 
     /// The schedule to run: the configured one, or every 60 s.
@@ -506,6 +591,26 @@ mod tests {
         let missing = dir.path().join("nope.toml");
         let e = Config::load(Some(&missing)).expect_err("explicit path must exist");
         assert!(e.to_string().contains("cannot read the config file"), "{e}");
+    }
+
+    #[test]
+    fn accounts_default_to_one_and_validate_names() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.account_names(), ["default"]);
+        assert_eq!(c.auth.token_store, TokenStoreKind::Auto);
+        let c = parse(
+            "[spotify]\nclient_id = \"main\"\n[[accounts]]\nname = \"me\"\n[[accounts]]\nname = \"kid\"\nclient_id = \"other\"\ndevice_limit = 3\n",
+        )
+        .expect("valid");
+        assert_eq!(c.account_names(), ["me", "kid"]);
+        assert_eq!(c.client_id("me"), "main");
+        assert_eq!(c.client_id("kid"), "other");
+        let e = err("[[accounts]]\nname = \"../x\"\n");
+        assert!(e.contains("accounts.name"), "{e}");
+        let e = err("[[accounts]]\nname = \"a\"\n[[accounts]]\nname = \"a\"\n");
+        assert!(e.contains("named twice"), "{e}");
+        let e = err("[auth]\ntoken_store = \"vault\"\n");
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! tag, so that `history` and later versions can read what earlier ones wrote. Adding a
 //! variant is compatible; renaming a field is not. No I/O here.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How loudly an event asks for attention.
@@ -31,6 +32,12 @@ pub enum Event {
     DeviceLimit { count: u32, limit: u32, window_days: u32 },
     /// The person trusted a device.
     DeviceTrusted { name: String, device_type: String, by: TrustedBy },
+    /// Spotify no longer accepts the account's login: it is not watched until a new login.
+    AccessLost { reason: String },
+    /// The login ends soon (Spotify ends logins six months after authorisation).
+    LoginExpiring { expires_at: DateTime<Utc> },
+    /// `spotguard login` authorised the account.
+    LoggedIn { user: String },
 }
 
 /// Who trusted a device: recorded so history can say.
@@ -50,15 +57,23 @@ impl Event {
             Event::DeviceRenamed { .. } => "device_renamed",
             Event::DeviceLimit { .. } => "device_limit",
             Event::DeviceTrusted { .. } => "device_trusted",
+            Event::AccessLost { .. } => "access_lost",
+            Event::LoginExpiring { .. } => "login_expiring",
+            Event::LoggedIn { .. } => "logged_in",
         }
     }
 
     /// How the event is delivered: quiet ones only go to the log.
     pub fn urgency(&self) -> Urgency {
         match self {
-            Event::UnknownPlaying { .. } => Urgency::Critical,
-            Event::DeviceAppeared { .. } | Event::DeviceLimit { .. } => Urgency::Normal,
-            Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } => Urgency::Quiet,
+            // The watcher is blind until the person logs in again: it must not time out.
+            Event::UnknownPlaying { .. } | Event::AccessLost { .. } => Urgency::Critical,
+            Event::DeviceAppeared { .. } | Event::DeviceLimit { .. } | Event::LoginExpiring { .. } => {
+                Urgency::Normal
+            }
+            Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } | Event::LoggedIn { .. } => {
+                Urgency::Quiet
+            }
         }
     }
 
@@ -85,6 +100,11 @@ impl Event {
                 };
                 format!("device \u{201c}{name}\u{201d} trusted {by}")
             }
+            Event::AccessLost { reason } => format!("access lost: {reason}"),
+            Event::LoginExpiring { expires_at } => {
+                format!("the login ends on {}", expires_at.format("%Y-%m-%d"))
+            }
+            Event::LoggedIn { user } => format!("logged in as Spotify user {user}"),
         }
     }
 }

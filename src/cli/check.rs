@@ -17,6 +17,9 @@ pub struct Cmd {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+    /// The account to check [default: the first configured]
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,9 +45,10 @@ struct Out {
 
 impl Cmd {
     pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
-        let account = ctx.accounts().await?.remove(0);
-        let policy = poll::policy(&ctx.config);
-        let report = poll::poll_once(&ctx.client, &ctx.tokens, &ctx.store, &policy, &account, true)
+        let account = super::pick_account(&ctx, self.account.as_deref()).await?;
+        let policy = poll::policy(&ctx.config, &account.name);
+        let session = ctx.session(&account.name);
+        let report = poll::poll_once(&ctx.client, &session, &ctx.store, &policy, &account, true)
             .await
             .with_context(|| format!("cannot poll Spotify for account {}", account.name))?;
         let trusted = |t: Target| match t {

@@ -126,8 +126,9 @@ impl Cmd {
 /// One quiet poll that records the two devices, which the person then trusts.
 async fn seed_trusted(ctx: &Context) -> anyhow::Result<()> {
     let account = ctx.accounts().await?.remove(0);
-    let policy = poll::policy(&ctx.config);
-    poll::poll_once(&ctx.client, &ctx.tokens, &ctx.store, &policy, &account, false).await?;
+    let policy = poll::policy(&ctx.config, &account.name);
+    let session = ctx.session(&account.name);
+    poll::poll_once(&ctx.client, &session, &ctx.store, &policy, &account, false).await?;
     let id = account.id;
     ctx.store
         .call(move |s| {

@@ -9,7 +9,9 @@ mod demo;
 mod devices;
 mod fake_server;
 mod format;
+mod login;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,15 @@ pub enum Command {
     /// List the devices seen on the account, or trust or forget one
     #[command(after_help = "Examples:\n  spotguard devices\n  spotguard devices trust \"Kitchen speaker\"")]
     Devices(devices::Cmd),
+    /// Log in to Spotify (OAuth2 with PKCE) so spotguard can watch an account
+    #[command(after_help = "Examples:\n  spotguard login\n  spotguard login --account kid --no-browser")]
+    Login(login::Cmd),
+    /// Delete an account's stored tokens
+    #[command(after_help = "Example: spotguard logout --account kid")]
+    Logout(login::LogoutCmd),
+    /// Show each account's login and last poll
+    #[command(after_help = "Example: spotguard status --json")]
+    Status(status::Cmd),
     /// Show what spotguard does against a built-in fake Spotify: no account needed
     Demo(demo::Cmd),
     /// Serve the fake Spotify Web API on loopback (for benchmarks and scripts)
@@ -73,6 +84,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(cmd) => cmd.run(context(cli.config)?).await,
         Command::Check(cmd) => cmd.run(context(cli.config)?).await,
         Command::Devices(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Login(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Logout(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Status(cmd) => cmd.run(context(cli.config)?).await,
+    }
+}
+
+/// The account a command is about: the named one (which must be configured), or the first.
+async fn pick_account(ctx: &Context, name: Option<&str>) -> anyhow::Result<crate::daemon::poll::Account> {
+    let accounts = ctx.accounts().await?;
+    match name {
+        None => accounts.into_iter().next().context("no account is configured"),
+        Some(n) => accounts.into_iter().find(|a| a.name == n).with_context(|| {
+            format!(
+                "no account named {:?} in the config; configured: {}",
+                crate::text::terminal(n),
+                ctx.account_names().join(", ")
+            )
+        }),
     }
 }
 

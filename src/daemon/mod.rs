@@ -14,19 +14,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::auth::TokenFiles;
-use crate::config::{Config, ConfigError, Source, WARN_EVERY_BELOW};
+use crate::auth::oauth::OAuth;
+use crate::auth::{Session, TokenFiles, TokenStore};
+use crate::config::{Config, ConfigError, Source, TokenStoreKind, WARN_EVERY_BELOW};
 use crate::event::TrustedBy;
 use crate::notify::{Desktop, Dispatcher, Invoked, action, opener};
 use crate::schedule::{Clock, ScheduleError, Ticks};
 use crate::spotify::{Client, SpotifyError};
 use crate::store::{SharedStore, Store, StoreError};
 use backoff::{Backoff, Failure};
-use poll::{Account, PollError};
+use poll::Account;
 
 /// How long an in-flight poll may take to finish once shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -39,7 +40,7 @@ pub struct Context {
     pub source: Source,
     pub store: SharedStore,
     pub client: Client,
-    pub tokens: TokenFiles,
+    pub tokens: TokenStore,
 }
 
 /// What can stop the daemon from starting.
@@ -53,6 +54,8 @@ pub enum DaemonError {
     Spotify(#[from] SpotifyError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    #[error("auth.token_store = \"keyring\" is not available in this build; use \"file\" or \"auto\"")]
+    NoKeyring,
 }
 
 impl Context {
@@ -61,13 +64,42 @@ impl Context {
     pub fn build(config: Config, source: Source) -> Result<Context, DaemonError> {
         let store = Store::open(&config.database_path()?)?;
         let client = Client::new(config.spotify.api_base.as_str())?;
-        let tokens = TokenFiles::new(config.tokens_dir()?);
+        let tokens = match config.auth.token_store {
+            TokenStoreKind::Auto | TokenStoreKind::File => {
+                TokenStore::Files(TokenFiles::new(config.tokens_dir()?))
+            }
+            TokenStoreKind::Keyring => return Err(DaemonError::NoKeyring),
+        };
         Ok(Context { config: Arc::new(config), source, store: SharedStore::new(store), client, tokens })
     }
 
-    /// The accounts to watch. One, `default`, until the config can name several.
+    /// The accounts to watch, as the config names them.
     pub fn account_names(&self) -> Vec<String> {
-        vec!["default".to_string()]
+        self.config.account_names()
+    }
+
+    /// The Accounts service for `account`'s app; `None` without a Client ID.
+    pub fn oauth(&self, account: &str) -> Result<Option<OAuth>, crate::auth::oauth::UrlError> {
+        let client_id = self.config.client_id(account);
+        if client_id.is_empty() {
+            return Ok(None);
+        }
+        OAuth::new(
+            client_id,
+            self.config.spotify.accounts_base.as_str(),
+            self.config.spotify.redirect_uri.as_str(),
+            self.client.http().clone(),
+        )
+        .map(Some)
+    }
+
+    /// The token session of `account`.
+    pub fn session(&self, account: &str) -> Session {
+        let oauth = self.oauth(account).unwrap_or_else(|e| {
+            tracing::warn!("cannot refresh tokens: {e}");
+            None
+        });
+        Session::new(account, self.tokens.clone(), oauth)
     }
 
     /// Registers the accounts in the store and returns them.
@@ -148,8 +180,17 @@ async fn account_loop(
     mut ticks: Ticks,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut state = LoopState::default();
-    poll_and_deliver(&ctx, &dispatcher, &account, &mut state).await;
+    let session = ctx.session(&account.name);
+    let mut state = LoopState { lost: lost_login(&ctx, &session, &account).await, ..LoopState::default() };
+    if state.lost.is_some() {
+        tracing::warn!(
+            account = %account.name,
+            "not watching: Spotify no longer accepts this login; run `spotguard login --account {}`",
+            account.name
+        );
+    } else {
+        poll_and_deliver(&ctx, &dispatcher, &session, &account, &mut state).await;
+    }
     loop {
         tokio::select! {
             biased;
@@ -158,11 +199,14 @@ async fn account_loop(
                 if tick.is_none() || *stop.borrow() {
                     break;
                 }
+                if state.lost.is_some() && !relogged(&ctx, &session, &account, &mut state).await {
+                    continue;
+                }
                 if state.backoff.blocked(Instant::now()) {
                     tracing::debug!(account = %account.name, "backing off; poll skipped");
                     continue;
                 }
-                poll_and_deliver(&ctx, &dispatcher, &account, &mut state).await;
+                poll_and_deliver(&ctx, &dispatcher, &session, &account, &mut state).await;
                 let missed = ticks.skip_missed();
                 if missed > 0 {
                     tracing::debug!(account = %account.name, missed, "poll ran past the next tick; skipped it");
@@ -180,11 +224,55 @@ struct LoopState {
     last_error: Option<String>,
     /// A delivery failed last round: try the outbox again after the next poll.
     redeliver: bool,
+    /// Access is lost: the authorisation time of the dead login. Polling waits for a newer one.
+    lost: Option<DateTime<Utc>>,
 }
 
-async fn poll_and_deliver(ctx: &Context, dispatcher: &Dispatcher, account: &Account, state: &mut LoopState) {
-    let policy = poll::policy(&ctx.config);
-    match poll::poll_once(&ctx.client, &ctx.tokens, &ctx.store, &policy, account, false).await {
+/// At start: the dead login's authorisation time, if access was lost and no new login
+/// happened since (the token store still holds the old one).
+async fn lost_login(ctx: &Context, session: &Session, account: &Account) -> Option<DateTime<Utc>> {
+    let id = account.id;
+    let lost_at = ctx.store.call(move |s| s.access_lost_at(id)).await.ok().flatten()?;
+    match session.stored() {
+        Ok(t) if t.authorized_at > lost_at => {
+            let _ = ctx.store.call(move |s| s.clear_access_lost(id)).await;
+            None
+        }
+        Ok(t) => Some(t.authorized_at),
+        Err(_) => Some(lost_at),
+    }
+}
+
+/// While access is lost: whether a new login appeared (read from the store, no network).
+async fn relogged(ctx: &Context, session: &Session, account: &Account, state: &mut LoopState) -> bool {
+    match session.stored() {
+        Ok(t) if Some(t.authorized_at) != state.lost => {
+            let id = account.id;
+            if let Err(e) = ctx.store.call(move |s| s.clear_access_lost(id)).await {
+                tracing::error!("cannot record the new login: {e}");
+            }
+            tracing::info!(account = %account.name, "new login found; watching again");
+            state.lost = None;
+            state.backoff.succeed();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A week before a login ends, one notification that a new one is needed.
+const LOGIN_WARNING: chrono::Duration = chrono::Duration::days(7);
+
+async fn poll_and_deliver(
+    ctx: &Context,
+    dispatcher: &Dispatcher,
+    session: &Session,
+    account: &Account,
+    state: &mut LoopState,
+) {
+    let policy = poll::policy(&ctx.config, &account.name);
+    let mut deliver = state.redeliver;
+    match poll::poll_once(&ctx.client, session, &ctx.store, &policy, account, false).await {
         Ok(report) => {
             let ended = state.backoff.succeed();
             if ended > 0 {
@@ -198,15 +286,33 @@ async fn poll_and_deliver(ctx: &Context, dispatcher: &Dispatcher, account: &Acco
                 took_ms = report.took.as_millis() as u64,
                 "polled"
             );
-            if !report.event_ids.is_empty() || state.redeliver {
-                match dispatcher.deliver_pending(&ctx.store).await {
-                    Ok(done) => state.redeliver = done.failed > 0,
-                    Err(e) => {
-                        state.redeliver = true;
-                        tracing::error!("cannot deliver alerts: {e}");
-                    }
+            deliver |= !report.event_ids.is_empty();
+            let (id, access) = (account.id, report.access.clone());
+            if Utc::now() + LOGIN_WARNING >= access.login_expires_at {
+                match ctx
+                    .store
+                    .call(move |s| {
+                        s.warn_login_expiring(id, Utc::now(), access.authorized_at, access.login_expires_at)
+                    })
+                    .await
+                {
+                    Ok(warned) => deliver |= warned.is_some(),
+                    Err(e) => tracing::error!("cannot record the login warning: {e}"),
                 }
             }
+        }
+        Err(e) if e.is_access_lost() => {
+            let (id, reason) = (account.id, e.to_string());
+            match ctx.store.call(move |s| s.mark_access_lost(id, Utc::now(), &reason)).await {
+                Ok(event) => deliver |= event.is_some(),
+                Err(se) => tracing::error!("cannot record the lost access: {se}"),
+            }
+            state.lost = Some(session.stored().map(|t| t.authorized_at).unwrap_or_else(|_| Utc::now()));
+            tracing::error!(
+                account = %account.name,
+                "{e}; not polling this account until `spotguard login --account {}`",
+                account.name
+            );
         }
         Err(e) => {
             let failure = e.failure();
@@ -224,7 +330,7 @@ async fn poll_and_deliver(ctx: &Context, dispatcher: &Dispatcher, account: &Acco
                         account = %account.name,
                         "Spotify says this app's request quota is used up; polling pauses for {wait}"
                     ),
-                    (PollError::Auth(_) | PollError::Spotify(SpotifyError::Unauthorized), _) => {
+                    (_, Failure::NeedsPerson) => {
                         tracing::error!(account = %account.name, "{message}; retrying in {wait}")
                     }
                     _ => {
@@ -234,6 +340,15 @@ async fn poll_and_deliver(ctx: &Context, dispatcher: &Dispatcher, account: &Acco
                 state.last_error = Some(message);
             } else {
                 tracing::debug!(account = %account.name, "poll failed again: {message}; next try in {wait}");
+            }
+        }
+    }
+    if deliver {
+        match dispatcher.deliver_pending(&ctx.store).await {
+            Ok(done) => state.redeliver = done.failed > 0,
+            Err(e) => {
+                state.redeliver = true;
+                tracing::error!("cannot deliver alerts: {e}");
             }
         }
     }
@@ -247,12 +362,16 @@ async fn handle_actions(ctx: Context, mut invoked: mpsc::Receiver<Invoked>) {
             action::DEFAULT | action::SIGN_OUT => {
                 let opener = ctx.config.alerts.opener.clone();
                 let url = ctx.config.alerts.sign_out_url.as_str().to_string();
-                tokio::spawn(async move { opener::open(&opener, &url).await });
+                tokio::spawn(async move {
+                    opener::open(&opener, &url).await;
+                });
             }
             action::APPS => {
                 let opener = ctx.config.alerts.opener.clone();
                 let url = ctx.config.alerts.apps_url.as_str().to_string();
-                tokio::spawn(async move { opener::open(&opener, &url).await });
+                tokio::spawn(async move {
+                    opener::open(&opener, &url).await;
+                });
             }
             action::TRUST => {
                 let Some(key) = inv.device else { continue };

@@ -3,8 +3,9 @@
 //! The steady state costs one request: `/me/player/devices`, and `/me/player` only when a
 //! device is active. Any failure, including one in the second request, fails the whole poll
 //! before anything is written: a failed or partial poll is never evidence, so it yields no
-//! event and leaves presence as it was. A 401 re-reads the token file once and retries once
-//! (a new `spotguard login` may have replaced it); token refresh proper plugs in here.
+//! event and leaves presence as it was. Tokens come from the account's [`Session`], which
+//! refreshes them before they expire; a 401 gets one refresh (or the newer stored token) and
+//! one retry.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::backoff::Failure;
 use crate::audit::{self, Known, Plan, Policy, Snapshot};
-use crate::auth::{AuthError, Secret, TokenFiles};
+use crate::auth::Session;
+use crate::auth::session::{Access, SessionError};
 use crate::config::Config;
 use crate::spotify::{Client, SpotifyError};
 use crate::store::{AccountId, SharedStore, StoreError};
@@ -23,7 +25,7 @@ pub enum PollError {
     #[error(transparent)]
     Spotify(#[from] SpotifyError),
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Session(#[from] SessionError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -36,9 +38,15 @@ impl PollError {
                 Failure::RateLimited { retry_after: *retry_after, quota: *quota }
             }
             PollError::Spotify(e) if e.is_transient() => Failure::Transient,
+            PollError::Session(e) if e.is_transient() => Failure::Transient,
             PollError::Store(_) => Failure::Transient,
-            PollError::Spotify(_) | PollError::Auth(_) => Failure::NeedsPerson,
+            PollError::Spotify(_) | PollError::Session(_) => Failure::NeedsPerson,
         }
+    }
+
+    /// Spotify no longer accepts the login: only a new `spotguard login` helps.
+    pub fn is_access_lost(&self) -> bool {
+        matches!(self, PollError::Session(e) if e.is_access_lost())
     }
 }
 
@@ -60,38 +68,41 @@ pub struct Report {
     pub took: Duration,
     /// Ids of the events recorded; empty for a dry run.
     pub event_ids: Vec<i64>,
+    /// The login the poll used (for the "ends soon" warning).
+    pub access: Access,
 }
 
-/// The rules' settings from the configuration.
-pub fn policy(config: &Config) -> Policy {
-    Policy { realert_after: config.alerts.realert_after.0, device_limit: config.alerts.device_limit }
+/// The rules' settings for `account`: its own overrides, else the `[alerts]` values.
+pub fn policy(config: &Config, account: &str) -> Policy {
+    let own = config.account(account);
+    Policy {
+        realert_after: own.and_then(|a| a.realert_after).map_or(config.alerts.realert_after.0, |d| d.0),
+        device_limit: own.and_then(|a| a.device_limit).unwrap_or(config.alerts.device_limit),
+    }
 }
 
-/// Fetches what Spotify shows for `account` now.
-pub async fn fetch(client: &Client, tokens: &TokenFiles, account: &str) -> Result<Snapshot, PollError> {
-    let devices = with_token(tokens, account, |t| async move { client.devices(&t).await }).await?;
+/// Fetches what Spotify shows for the session's account now.
+pub async fn fetch(client: &Client, session: &Session) -> Result<(Snapshot, Access), PollError> {
+    let mut access = session.access().await?;
+    let devices = with_token(session, &mut access, |t| async move { client.devices(&t).await }).await?;
     let playback = if devices.iter().any(|d| d.is_active) {
-        with_token(tokens, account, |t| async move { client.playback(&t).await }).await?
+        with_token(session, &mut access, |t| async move { client.playback(&t).await }).await?
     } else {
         None
     };
-    Ok(Snapshot { devices, playback })
+    Ok((Snapshot { devices, playback }, access))
 }
 
-/// Runs `call` with the account's token; on a 401, once more if the token file changed.
-async fn with_token<T, F, Fut>(tokens: &TokenFiles, account: &str, call: F) -> Result<T, PollError>
+/// Runs `call` with the access token; after a 401, once more with a refreshed one.
+async fn with_token<T, F, Fut>(session: &Session, access: &mut Access, call: F) -> Result<T, PollError>
 where
-    F: Fn(Secret) -> Fut,
+    F: Fn(crate::auth::Secret) -> Fut,
     Fut: std::future::Future<Output = Result<T, SpotifyError>>,
 {
-    let token = tokens.load(account)?.access_token;
-    match call(token.clone()).await {
+    match call(access.token.clone()).await {
         Err(SpotifyError::Unauthorized) => {
-            let again = tokens.load(account)?.access_token;
-            if again == token {
-                return Err(SpotifyError::Unauthorized.into());
-            }
-            Ok(call(again).await?)
+            *access = session.after_unauthorized(&access.token).await?;
+            Ok(call(access.token.clone()).await?)
         }
         other => Ok(other?),
     }
@@ -100,14 +111,14 @@ where
 /// Fetches, evaluates and, unless `dry_run`, records one poll in one transaction.
 pub async fn poll_once(
     client: &Client,
-    tokens: &TokenFiles,
+    session: &Session,
     store: &SharedStore,
     policy: &Policy,
     account: &Account,
     dry_run: bool,
 ) -> Result<Report, PollError> {
     let started = Instant::now();
-    let snapshot = fetch(client, tokens, &account.name).await?;
+    let (snapshot, access) = fetch(client, session).await?;
     let took = started.elapsed();
     let at = Utc::now();
     let id = account.id;
@@ -119,5 +130,5 @@ pub async fn poll_once(
         let plan = plan.clone();
         store.call(move |s| s.record_poll(id, at, took, &plan)).await?
     };
-    Ok(Report { snapshot, known, plan, at, took, event_ids })
+    Ok(Report { snapshot, known, plan, at, took, event_ids, access })
 }

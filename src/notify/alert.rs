@@ -48,11 +48,13 @@ pub struct Alert {
 }
 
 /// Renders `event` for a server with `caps`. `None` for quiet events, which are only logged.
-/// `account` is named in the summary when more than one account could be meant.
+/// `account` is named in device alerts when `name_account` (several accounts are watched),
+/// and always in alerts about the login itself.
 pub fn render(
     event: &Event,
     at: DateTime<Utc>,
-    account: Option<&str>,
+    account: &str,
+    name_account: bool,
     caps: &Capabilities,
     sign_out_url: &str,
 ) -> Option<Alert> {
@@ -61,10 +63,8 @@ pub fn render(
         if caps.body_markup { escape_markup(&s) } else { s }
     };
     let bold = |s: &str| if caps.body_markup { format!("<b>{}</b>", text(s)) } else { text(s) };
-    let on = match account {
-        Some(a) => format!(" ({})", clean(a, 32)),
-        None => String::new(),
-    };
+    let on = if name_account { format!(" ({})", clean(account, 32)) } else { String::new() };
+    let account = text(account);
     let when = at.with_timezone(&Local).format("%H:%M");
     let device_actions = vec![
         (action::DEFAULT, "Sign out everywhere"),
@@ -105,9 +105,26 @@ pub fn render(
                 (action::APPS, "Review app access"),
             ],
         ),
-        Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } => return None,
+        Event::AccessLost { .. } => (
+            format!("spotguard lost access to {}", clean(&account, 32)),
+            format!(
+                "Spotify no longer accepts spotguard's login, so this account is not being watched. \
+                 Run `spotguard login --account {account}` to watch it again."
+            ),
+            Vec::new(),
+        ),
+        Event::LoginExpiring { expires_at } => (
+            format!("spotguard needs a new Spotify login soon ({})", clean(&account, 32)),
+            format!(
+                "Spotify ends logins six months after they are made; this one ends on {}. \
+                 Run `spotguard login --account {account}` before then.",
+                expires_at.with_timezone(&Local).format("%Y-%m-%d")
+            ),
+            Vec::new(),
+        ),
+        Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } | Event::LoggedIn { .. } => return None,
     };
-    if caps.body_hyperlinks {
+    if caps.body_hyperlinks && !actions.is_empty() {
         body.push_str(&format!(" <a href=\"{}\">Open your Spotify account</a>", escape_markup(sign_out_url)));
     }
     Some(Alert {
@@ -145,7 +162,7 @@ mod tests {
 
     #[test]
     fn appeared_names_the_device_and_offers_the_four_actions() {
-        let a = render(&appeared("Galaxy S24"), at(), None, &full(), URL).expect("shown");
+        let a = render(&appeared("Galaxy S24"), at(), "default", false, &full(), URL).expect("shown");
         assert_eq!(a.summary, "Unknown device on your Spotify account");
         assert!(a.body.starts_with("<b>Galaxy S24</b> (Smartphone) appeared at "), "{}", a.body);
         let keys: Vec<_> = a.actions.iter().map(|(k, _)| *k).collect();
@@ -157,7 +174,7 @@ mod tests {
     #[test]
     fn hostile_names_are_escaped_only_for_markup_servers() {
         let evil = "<a href=\"https://evil.example\">Tap</a>\u{202e}\u{1b}[2J";
-        let a = render(&appeared(evil), at(), None, &full(), URL).expect("shown");
+        let a = render(&appeared(evil), at(), "default", false, &full(), URL).expect("shown");
         assert!(!a.body.contains("<a href=\"https://evil"), "{}", a.body);
         assert!(
             a.body.contains("&lt;a href=&quot;https://evil.example&quot;&gt;Tap&lt;/a&gt;"),
@@ -166,14 +183,14 @@ mod tests {
         );
         assert!(!a.body.contains('\u{202e}') && !a.body.contains('\u{1b}'));
         let plain = Capabilities { actions: true, ..Capabilities::default() };
-        let a = render(&appeared("A & B"), at(), None, &plain, URL).expect("shown");
+        let a = render(&appeared("A & B"), at(), "default", false, &plain, URL).expect("shown");
         assert!(a.body.starts_with("A & B (Smartphone)"), "no markup server: no escaping: {}", a.body);
         assert!(!a.body.contains("<a href"), "no link without body-hyperlinks");
     }
 
     #[test]
     fn long_names_are_cut() {
-        let a = render(&appeared(&"n".repeat(5000)), at(), None, &full(), URL).expect("shown");
+        let a = render(&appeared(&"n".repeat(5000)), at(), "default", false, &full(), URL).expect("shown");
         assert!(a.body.len() < 600, "{}", a.body.len());
         assert!(a.body.contains('…'));
     }
@@ -186,7 +203,7 @@ mod tests {
             what: "\u{201c}Song\u{201d} by Band".into(),
             private_session: true,
         };
-        let a = render(&e, at(), Some("family"), &full(), URL).expect("shown");
+        let a = render(&e, at(), "family", true, &full(), URL).expect("shown");
         assert_eq!(a.summary, "Unknown device is playing on your Spotify account (family)");
         assert!(a.body.contains("is playing \u{201c}Song\u{201d} by Band since"), "{}", a.body);
         assert!(a.body.contains("private session"));
@@ -196,16 +213,31 @@ mod tests {
     #[test]
     fn limit_has_no_trust_button_and_quiet_events_are_not_shown() {
         let e = Event::DeviceLimit { count: 6, limit: 6, window_days: 30 };
-        let a = render(&e, at(), None, &full(), URL).expect("shown");
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
         assert_eq!(a.summary, "6 devices used your Spotify account in 30 days");
         assert!(!a.actions.iter().any(|(k, _)| *k == action::TRUST));
         let quiet = Event::DeviceRenamed { from: "a".into(), to: "b".into(), device_type: "x".into() };
-        assert_eq!(render(&quiet, at(), None, &full(), URL), None);
+        assert_eq!(render(&quiet, at(), "default", false, &full(), URL), None);
+    }
+
+    #[test]
+    fn access_lost_always_names_the_account_and_the_command() {
+        let e = Event::AccessLost { reason: "invalid_grant".into() };
+        let a = render(&e, at(), "kid", false, &full(), URL).expect("shown");
+        assert_eq!(a.summary, "spotguard lost access to kid");
+        assert!(a.body.contains("spotguard login --account kid"), "{}", a.body);
+        assert_eq!(a.urgency, Urgency::Critical);
+        assert!(a.actions.is_empty());
+        let e = Event::LoginExpiring { expires_at: at() };
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        assert!(a.body.contains("ends on 2026-11-01"), "{}", a.body);
     }
 
     #[test]
     fn servers_without_actions_get_no_buttons() {
         let caps = Capabilities { body_markup: true, ..Capabilities::default() };
-        assert!(render(&appeared("x"), at(), None, &caps, URL).expect("shown").actions.is_empty());
+        assert!(
+            render(&appeared("x"), at(), "default", false, &caps, URL).expect("shown").actions.is_empty()
+        );
     }
 }

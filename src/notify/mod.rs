@@ -74,7 +74,6 @@ impl Dispatcher {
             None => None,
         };
         for ev in pending {
-            let account = self.name_accounts.then_some(ev.account.as_str());
             if ev.attempts == 0 {
                 tracing::info!(
                     event = ev.id,
@@ -87,7 +86,8 @@ impl Dispatcher {
             let shown = match (&self.desktop, &caps) {
                 _ if ev.event.urgency() == Urgency::Quiet => Ok(false),
                 (Some(desktop), Some(Ok(caps))) => {
-                    match render(&ev.event, ev.at, account, caps, &self.sign_out_url) {
+                    match render(&ev.event, ev.at, &ev.account, self.name_accounts, caps, &self.sign_out_url)
+                    {
                         Some(alert) => desktop.show(&alert, about(&ev)).await.map(|()| true),
                         None => Ok(false),
                     }

@@ -11,10 +11,11 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Runs `command... url`. Failures are logged: the alert itself was already delivered.
-pub async fn open(command: &[String], url: &str) {
+/// Returns whether the opener ran and did not fail (still running counts as success).
+pub async fn open(command: &[String], url: &str) -> bool {
     let Some((program, args)) = command.split_first() else {
         tracing::warn!("alerts.opener is empty; cannot open {url}");
-        return;
+        return false;
     };
     let child = tokio::process::Command::new(program)
         .args(args)
@@ -27,16 +28,26 @@ pub async fn open(command: &[String], url: &str) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(opener = %program, "cannot run the URL opener: {e}; open {url} yourself");
-            return;
+            return false;
         }
     };
     match tokio::time::timeout(WAIT, child.wait()).await {
-        Ok(Ok(status)) if status.success() => tracing::info!(%url, "opened"),
-        Ok(Ok(status)) => {
-            tracing::warn!(opener = %program, %status, "the URL opener failed; open {url} yourself")
+        Ok(Ok(status)) if status.success() => {
+            tracing::info!(%url, "opened");
+            true
         }
-        Ok(Err(e)) => tracing::warn!(opener = %program, "the URL opener failed: {e}"),
-        Err(_) => tracing::debug!(opener = %program, "the URL opener is still running"),
+        Ok(Ok(status)) => {
+            tracing::warn!(opener = %program, %status, "the URL opener failed; open {url} yourself");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(opener = %program, "the URL opener failed: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(opener = %program, "the URL opener is still running");
+            true
+        }
     }
 }
 
@@ -51,13 +62,14 @@ mod tests {
         let script = format!("printf '%s\\n' \"$@\" > {}", out.display());
         let cmd =
             vec!["sh".to_string(), "-c".to_string(), script, "opener".to_string(), "--flag".to_string()];
-        open(&cmd, "https://www.spotify.com/account/overview/?a=1&b=$(id)").await;
+        assert!(open(&cmd, "https://www.spotify.com/account/overview/?a=1&b=$(id)").await);
         let args = std::fs::read_to_string(&out).expect("opener ran");
         assert_eq!(args, "--flag\nhttps://www.spotify.com/account/overview/?a=1&b=$(id)\n");
     }
 
     #[tokio::test]
     async fn a_missing_opener_does_not_panic() {
-        open(&["/nonexistent/opener".to_string()], "https://www.spotify.com/").await;
+        assert!(!open(&["/nonexistent/opener".to_string()], "https://www.spotify.com/").await);
+        assert!(!open(&["false".to_string()], "https://www.spotify.com/").await);
     }
 }

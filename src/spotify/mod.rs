@@ -107,6 +107,11 @@ impl Client {
         Ok(Client { http, api_base: api_base.trim_end_matches('/').to_string() })
     }
 
+    /// The pooled HTTP client (no redirects, bounded), shared with the Accounts service.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// GET /me/player/devices: the Connect devices online for the account.
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn devices(&self, token: &Secret) -> Result<Vec<Device>, SpotifyError> {

@@ -18,7 +18,8 @@ use crate::audit::{DeviceKey, Known, KnownDevice, LIMIT_WINDOW_DAYS, Plan, Targe
 use crate::event::{Event, TrustedBy};
 
 /// The migrations, in order; the schema version is the count applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/001_init.sql"), include_str!("migrations/002_logins.sql")];
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
 /// daemon commits a poll waits a moment rather than erroring.
@@ -115,6 +116,8 @@ pub struct StoredEvent {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AccountStatus {
     pub name: String,
+    pub spotify_user: Option<String>,
+    pub access_lost_at: Option<DateTime<Utc>>,
     pub last_poll_at: Option<DateTime<Utc>>,
     pub last_poll_ms: Option<i64>,
     pub last_poll_devices: Option<i64>,
@@ -380,7 +383,8 @@ impl Store {
     /// The poll bookkeeping of every account, by name.
     pub fn account_status(&self) -> Result<Vec<AccountStatus>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT name, last_poll_at, last_poll_ms, last_poll_devices, last_error, last_error_at
+            "SELECT name, last_poll_at, last_poll_ms, last_poll_devices, last_error, last_error_at,
+                    spotify_user, access_lost_at
              FROM accounts ORDER BY name",
         )?;
         let rows = stmt
@@ -392,6 +396,8 @@ impl Store {
                     last_poll_devices: r.get(3)?,
                     last_error: r.get(4)?,
                     last_error_at: r.get::<_, Option<i64>>(5)?.map(time),
+                    spotify_user: r.get(6)?,
+                    access_lost_at: r.get::<_, Option<i64>>(7)?.map(time),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -408,6 +414,91 @@ impl Store {
         let rows =
             stmt.query_map(params![account, limit as i64], event_row)?.collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(parse_event).collect()
+    }
+
+    /// Records that Spotify no longer accepts the account's login, with its event, once.
+    /// Returns the event's id, or `None` if access was already marked lost.
+    pub fn mark_access_lost(
+        &mut self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE accounts SET access_lost_at = ?2 WHERE id = ?1 AND access_lost_at IS NULL",
+            params![account, ms(now)],
+        )?;
+        let id = if n == 1 {
+            Some(insert_event(
+                &tx,
+                account,
+                None,
+                now,
+                &Event::AccessLost { reason: reason.to_string() },
+                None,
+            )?)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// When access was lost, if it is.
+    pub fn access_lost_at(&self, account: AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> =
+            self.conn
+                .query_row("SELECT access_lost_at FROM accounts WHERE id = ?1", [account], |r| r.get(0))?;
+        Ok(at.map(time))
+    }
+
+    /// A new login: access is back, and who it is, recorded as an event.
+    pub fn record_login(
+        &mut self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        user: &str,
+        authorized_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE accounts SET access_lost_at = NULL, spotify_user = ?2, authorized_at = ?3 WHERE id = ?1",
+            params![account, user, ms(authorized_at)],
+        )?;
+        insert_event(&tx, account, None, now, &Event::LoggedIn { user: user.to_string() }, Some(now))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Clears a lost-access mark when a newer login is found in the token store.
+    pub fn clear_access_lost(&self, account: AccountId) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE accounts SET access_lost_at = NULL WHERE id = ?1", [account])?;
+        Ok(())
+    }
+
+    /// Records the "login ends soon" warning for the login authorised at `authorized_at`,
+    /// once per login. Returns the event's id, or `None` if this login was already warned about.
+    pub fn warn_login_expiring(
+        &mut self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        authorized_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE accounts SET expiry_warned_for = ?2
+             WHERE id = ?1 AND (expiry_warned_for IS NULL OR expiry_warned_for <> ?2)",
+            params![account, ms(authorized_at)],
+        )?;
+        let id = if n == 1 {
+            Some(insert_event(&tx, account, None, now, &Event::LoginExpiring { expires_at }, None)?)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Counts of rows per table, for tests and the benchmark: proves storage does not grow

@@ -220,3 +220,45 @@ fn an_uncommitted_poll_leaves_nothing() {
     assert_eq!(count(&store, "events"), 0);
     assert_eq!(count(&store, "presence"), 0);
 }
+
+#[test]
+fn access_lost_is_recorded_once_until_a_new_login() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    assert!(store.mark_access_lost(a, t(1), "invalid_grant").expect("mark").is_some());
+    assert!(store.mark_access_lost(a, t(2), "invalid_grant").expect("again").is_none(), "one event");
+    assert_eq!(store.access_lost_at(a).expect("lost"), Some(t(1)));
+    assert_eq!(store.undelivered(10).expect("outbox").len(), 1);
+    store.record_login(a, t(3), "Ann", t(3)).expect("login");
+    assert_eq!(store.access_lost_at(a).expect("lost"), None);
+    let s = &store.account_status().expect("status")[0];
+    assert_eq!(s.spotify_user.as_deref(), Some("Ann"));
+    assert!(
+        store.mark_access_lost(a, t(4), "invalid_grant").expect("mark").is_some(),
+        "a new login can be lost again"
+    );
+}
+
+#[test]
+fn login_expiry_is_warned_once_per_login() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    assert!(store.warn_login_expiring(a, t(10), t(0), t(100)).expect("warn").is_some());
+    assert!(store.warn_login_expiring(a, t(11), t(0), t(100)).expect("again").is_none());
+    assert!(store.warn_login_expiring(a, t(12), t(5), t(105)).expect("new login").is_some());
+}
+
+#[test]
+fn migrating_a_version_1_database_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    {
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("v1");
+        conn.pragma_update(None, "user_version", 1).expect("version");
+        conn.execute("INSERT INTO accounts (name, created_at) VALUES ('old', 1)", []).expect("row");
+    }
+    let store = Store::open(&path).expect("migrates");
+    assert_eq!(store.find_account("old").expect("find"), Some(1));
+    assert_eq!(store.access_lost_at(1).expect("new column"), None);
+}

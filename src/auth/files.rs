@@ -1,72 +1,13 @@
-//! Tokens: the secret type, and the per-account token file that `spotguard login` writes.
+//! The token file store: one JSON file per account that `spotguard login` writes.
 //!
-//! A token file is JSON, one per account, at `<data dir>/tokens/<account>.json`, mode 0600
-//! in a 0700 directory, written atomically (temp file, fsync, rename). A file that group or
-//! others can read is refused, as ssh refuses such keys. [`Secret`] never prints its value:
-//! not in `Debug`, not in errors, not in logs; only [`Secret::expose`] reads it, at the one
-//! place a request header is built.
+//! At `<data dir>/tokens/<account>.json`, mode 0600 in a 0700 directory, written atomically
+//! (temp file, fsync, rename): a crash leaves the old tokens or the new ones, never half.
+//! A file that group or others can read is refused, as ssh refuses such keys.
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// A token or other credential. Its `Debug` is `Secret(***)`; it has no `Display`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The value itself, for building a request. Never log what this returns.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// The token file's content. `version` lets a later spotguard read an older file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenSet {
-    pub version: u32,
-    pub access_token: Secret,
-    #[serde(default)]
-    pub refresh_token: Option<Secret>,
-    /// When the access token stops working.
-    pub expires_at: DateTime<Utc>,
-    /// Space-separated scopes Spotify granted.
-    #[serde(default)]
-    pub scope: String,
-    /// When the person authorised the app: refresh tokens die 6 months after this.
-    pub authorized_at: DateTime<Utc>,
-}
-
-/// The format written today.
-pub const TOKEN_FILE_VERSION: u32 = 1;
-
-/// Why tokens could not be read or written; each names the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("account {account} is not logged in (no token file at {path}): run `spotguard login`")]
-    NotLoggedIn { account: String, path: PathBuf },
-    #[error("token file {path} can be read by other users (mode {mode:o}); fix it with `chmod 600 {path}`")]
-    Permissions { path: PathBuf, mode: u32 },
-    #[error("token file {path} is damaged ({reason}); run `spotguard login` to replace it")]
-    Damaged { path: PathBuf, reason: String },
-    #[error("cannot access token file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("account name {0:?} is not allowed: use letters, digits, '-' and '_'")]
-    BadAccountName(String),
-}
+use super::{AuthError, TOKEN_FILE_VERSION, TokenSet};
 
 /// The token files of one installation.
 #[derive(Debug, Clone)]
@@ -182,6 +123,8 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Secret;
+    use chrono::Utc;
 
     fn sample() -> TokenSet {
         TokenSet {

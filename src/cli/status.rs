@@ -1,0 +1,110 @@
+//! `spotguard status`: per account, the login (valid, until when) and the last poll.
+//! Reads the token store and the database only: no request to Spotify.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Local, Utc};
+use serde::Serialize;
+
+use super::format::ago;
+use crate::daemon::Context;
+use crate::text::terminal;
+
+#[derive(Debug, clap::Args)]
+pub struct Cmd {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// The `--json` shape of one account; field names are stable.
+#[derive(Debug, Serialize)]
+struct AccountOut {
+    account: String,
+    spotify_user: Option<String>,
+    logged_in: bool,
+    /// Why the login cannot be used, if it cannot.
+    login_problem: Option<String>,
+    access_lost_at: Option<DateTime<Utc>>,
+    authorized_at: Option<DateTime<Utc>>,
+    /// Spotify ends logins six months after authorisation.
+    login_expires_at: Option<DateTime<Utc>>,
+    access_token_expires_at: Option<DateTime<Utc>>,
+    last_poll_at: Option<DateTime<Utc>>,
+    last_poll_ms: Option<i64>,
+    last_poll_devices: Option<i64>,
+    last_error: Option<String>,
+    last_error_at: Option<DateTime<Utc>>,
+}
+
+impl Cmd {
+    pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
+        let polls = ctx.store.call(|s| s.account_status()).await?;
+        let mut out = Vec::new();
+        for name in ctx.account_names() {
+            let tokens = ctx.tokens.load(&name);
+            let poll = polls.iter().find(|p| p.name == name);
+            out.push(AccountOut {
+                account: name.clone(),
+                spotify_user: poll.and_then(|p| p.spotify_user.clone()),
+                logged_in: tokens.is_ok() && poll.is_none_or(|p| p.access_lost_at.is_none()),
+                login_problem: tokens.as_ref().err().map(|e| e.to_string()),
+                access_lost_at: poll.and_then(|p| p.access_lost_at),
+                authorized_at: tokens.as_ref().ok().map(|t| t.authorized_at),
+                login_expires_at: tokens.as_ref().ok().map(|t| t.login_expires_at()),
+                access_token_expires_at: tokens.as_ref().ok().map(|t| t.expires_at),
+                last_poll_at: poll.and_then(|p| p.last_poll_at),
+                last_poll_ms: poll.and_then(|p| p.last_poll_ms),
+                last_poll_devices: poll.and_then(|p| p.last_poll_devices),
+                last_error: poll.and_then(|p| p.last_error.clone()),
+                last_error_at: poll.and_then(|p| p.last_error_at),
+            });
+        }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            for a in &out {
+                print_text(a);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn day(t: DateTime<Utc>) -> String {
+    t.with_timezone(&Local).format("%Y-%m-%d").to_string()
+}
+
+fn print_text(a: &AccountOut) {
+    let now = Utc::now();
+    let who =
+        a.spotify_user.as_deref().map(|u| format!(" (Spotify user {})", terminal(u))).unwrap_or_default();
+    println!("Account {}{who}", a.account);
+    match (&a.login_problem, a.access_lost_at, a.login_expires_at) {
+        (Some(problem), _, _) => println!("  login: none: {problem}"),
+        (None, Some(lost), _) => println!(
+            "  login: LOST {} (Spotify refused it): run `spotguard login --account {}`",
+            ago(lost, now),
+            a.account
+        ),
+        (None, None, Some(ends)) => {
+            let soon =
+                if ends - now < chrono::Duration::days(7) { " (soon: run `spotguard login`)" } else { "" };
+            println!("  login: valid until {}{soon}", day(ends));
+        }
+        (None, None, None) => println!("  login: unknown"),
+    }
+    match a.last_poll_at {
+        Some(at) => println!(
+            "  last poll: {} ({}), {} device(s), {} ms",
+            at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
+            ago(at, now),
+            a.last_poll_devices.unwrap_or(0),
+            a.last_poll_ms.unwrap_or(0)
+        ),
+        None => println!("  last poll: never"),
+    }
+    if let (Some(e), Some(at)) = (&a.last_error, a.last_error_at) {
+        println!("  last error ({}): {}", ago(at, now), terminal(e));
+    }
+}
