@@ -1,11 +1,15 @@
-//! A fake Spotify Web API served over HTTP on loopback, for integration tests,
-//! `spotguard demo` and the benchmark script.
+//! A fake Spotify Web API and Accounts service served over HTTP on loopback, for
+//! integration tests, `spotguard demo` and the benchmark script.
 //!
 //! It owns its in-memory state (devices, playback, user, accepted tokens, queued
 //! faults, request log) and answers like the real API: same status codes, the
 //! `{"error":{"status":N,"message":"..."}}` body, 204 with no body, `Retry-After`.
+//! The Accounts service (`/authorize`, `/api/token`: PKCE, refresh-token rotation,
+//! access-token expiry) lives in `accounts.rs` and is served by the same server.
 //! It never listens on anything but a loopback address, never talks to the real
 //! Spotify, and never persists anything.
+
+mod accounts;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
@@ -19,7 +23,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -95,8 +99,9 @@ impl FakeSpotify {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Base URL of the Accounts service, e.g. "http://127.0.0.1:PORT"
-    /// (the Accounts service will live here later: /authorize, /api/token).
+    /// Base URL of the Accounts service, e.g. "http://127.0.0.1:PORT": it serves
+    /// `GET /authorize` and `POST /api/token` (see the `FakeHandle` Accounts methods,
+    /// starting with [`FakeHandle::register_app`]).
     pub fn accounts_base(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -172,9 +177,13 @@ impl FakeHandle {
         self.lock().tokens.insert(token.to_owned());
     }
 
-    /// Forgets all tokens: every API request then gets 401 until [`FakeHandle::add_token`].
+    /// Forgets all access tokens, added or issued by the token endpoint: every API
+    /// request then gets 401 until [`FakeHandle::add_token`] or a new token is issued.
+    /// Refresh tokens are untouched (see [`FakeHandle::revoke_refresh_tokens`]).
     pub fn revoke_tokens(&self) {
-        self.lock().tokens.clear();
+        let mut state = self.lock();
+        state.tokens.clear();
+        state.accounts.forget_access_tokens();
     }
 
     /// Every API request seen (not `/__fake` ones), in order; only the last
@@ -327,8 +336,10 @@ struct State {
     user: Value,
     /// Pending faults, consumed front first.
     faults: VecDeque<Fault>,
-    /// Accepted bearer tokens.
+    /// Accepted bearer tokens that never expire ([`FakeHandle::add_token`]).
     tokens: HashSet<String>,
+    /// The Accounts service: apps, codes, issued access and refresh tokens.
+    accounts: accounts::Accounts,
     /// The last [`MAX_LOGGED_REQUESTS`] API requests.
     log: VecDeque<RequestRecord>,
     /// Exact number of API requests per path.
@@ -352,6 +363,7 @@ impl Default for State {
             }),
             faults: VecDeque::new(),
             tokens: HashSet::new(),
+            accounts: accounts::Accounts::default(),
             log: VecDeque::new(),
             counts: BTreeMap::new(),
             total: 0,
@@ -368,6 +380,7 @@ impl fmt::Debug for State {
             .field("playing", &self.playback.is_some())
             .field("faults", &self.faults)
             .field("tokens", &self.tokens.len())
+            .field("accounts", &self.accounts)
             .field("logged_requests", &self.log.len())
             .field("total_requests", &self.total)
             .finish_non_exhaustive()
@@ -383,9 +396,16 @@ struct App {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Control endpoints under `/__fake`; everything else goes to [`api`].
+/// The Accounts service, control endpoints under `/__fake`; everything else goes to [`api`].
 fn router(app: App) -> Router {
     Router::new()
+        .route("/authorize", any(accounts::authorize))
+        .route("/api/token", any(accounts::token))
+        .route("/__fake/apps", post(accounts::control_apps))
+        .route("/__fake/consent", put(accounts::control_consent))
+        .route("/__fake/rotation", put(accounts::control_rotation))
+        .route("/__fake/revoke_refresh", post(accounts::control_revoke_refresh))
+        .route("/__fake/token_faults", post(accounts::control_token_fault))
         .route("/__fake/devices", put(control_devices))
         .route("/__fake/playback", put(control_playback))
         .route("/__fake/user", put(control_user))
@@ -417,7 +437,8 @@ fn empty(status: StatusCode) -> Response {
     response
 }
 
-/// Whether `Authorization: Bearer <token>` carries a token the fake accepts.
+/// Whether `Authorization: Bearer <token>` carries a token the fake accepts: one
+/// added, or one the token endpoint issued that has not expired.
 fn authorized(headers: &HeaderMap, handle: &FakeHandle) -> bool {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
@@ -425,7 +446,12 @@ fn authorized(headers: &HeaderMap, handle: &FakeHandle) -> bool {
     let Some((scheme, token)) = value.split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer") && handle.lock().tokens.contains(token.trim())
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
+    let token = token.trim();
+    let state = handle.lock();
+    state.tokens.contains(token) || state.accounts.access_valid(token, std::time::Instant::now())
 }
 
 /// Every request that is not a control endpoint: record, check the token (under
@@ -573,17 +599,24 @@ async fn control_fault(AxumState(app): AxumState<App>, body: Bytes) -> Response 
         Ok(fault) => fault,
         Err(err) => return bad_control(format!("expected a fault: {err}")),
     };
-    match &fault {
-        Fault::Status { status, .. } if StatusCode::from_u16(*status).is_err() => {
-            return bad_control(format!("invalid HTTP status {status}"));
-        }
-        Fault::Huge { bytes } if *bytes > MAX_HUGE_BYTES_OVER_HTTP => {
-            return bad_control(format!("huge fault of {bytes} bytes exceeds {MAX_HUGE_BYTES_OVER_HTTP}"));
-        }
-        _ => {}
+    if let Err(message) = check_fault(&fault) {
+        return bad_control(message);
     }
     app.handle.push_fault(fault);
     empty(StatusCode::NO_CONTENT)
+}
+
+/// Refuses a fault received over HTTP that has an invalid status or is too huge.
+fn check_fault(fault: &Fault) -> Result<(), String> {
+    match fault {
+        Fault::Status { status, .. } if StatusCode::from_u16(*status).is_err() => {
+            Err(format!("invalid HTTP status {status}"))
+        }
+        Fault::Huge { bytes } if *bytes > MAX_HUGE_BYTES_OVER_HTTP => {
+            Err(format!("huge fault of {bytes} bytes exceeds {MAX_HUGE_BYTES_OVER_HTTP}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Body of `POST /__fake/tokens`.
@@ -947,7 +980,7 @@ mod tests {
         assert_eq!(r.status(), 204);
         get(&fake, &client, "/me/player/devices").await;
         let r = client
-            .get(format!("{}/authorize", fake.accounts_base()))
+            .get(format!("{}/nope", fake.accounts_base()))
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -966,7 +999,7 @@ mod tests {
                     path: "/v1/me/player/devices".to_owned(),
                     query: None,
                 },
-                RequestRecord { method: "GET".to_owned(), path: "/authorize".to_owned(), query: None },
+                RequestRecord { method: "GET".to_owned(), path: "/nope".to_owned(), query: None },
             ]
         );
         assert_eq!(handle.request_count("/v1/me/player"), 1);
