@@ -16,6 +16,9 @@ use spotguard::store::Store;
 /// The access token the fake accepts and the token file holds.
 pub const TOKEN: &str = "test-access-token-c0ffee";
 
+/// The Client ID the sandbox's config names and its fake knows.
+pub const CLIENT_ID: &str = "spotguard-test-client";
+
 /// The spotguard binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_spotguard");
 
@@ -25,6 +28,8 @@ pub struct Sandbox {
     pub spotify: FakeHandle,
     /// Extra TOML appended to the generated config.
     extra: String,
+    /// The login callback: `http://127.0.0.1:<free port>/callback`, registered in the fake.
+    pub redirect_uri: String,
 }
 
 impl Sandbox {
@@ -34,7 +39,9 @@ impl Sandbox {
         let fake = FakeSpotify::start().await.expect("fake spotify starts");
         let spotify = fake.handle();
         spotify.add_token(TOKEN);
-        let sandbox = Sandbox { dir, fake, spotify, extra: String::new() };
+        let redirect_uri = format!("http://127.0.0.1:{}/callback", free_port());
+        spotify.register_app(CLIENT_ID, &[&redirect_uri]);
+        let sandbox = Sandbox { dir, fake, spotify, extra: String::new(), redirect_uri };
         sandbox.tokens().save("default", &token_set(TOKEN)).expect("token file");
         sandbox.write_config();
         sandbox
@@ -74,8 +81,11 @@ impl Sandbox {
     fn write_config(&self) {
         let opener = format!("printf '%s\\n' \"$1\" >> '{}'", self.opened_path().display());
         let base = format!(
-            "[spotify]\napi_base = \"{api}\"\n\n[storage]\ndatabase = \"{db}\"\n\n",
+            "[spotify]\napi_base = \"{api}\"\naccounts_base = \"{accounts}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             redirect_uri = \"{redirect}\"\n\n[storage]\ndatabase = \"{db}\"\n\n",
             api = self.fake.api_base(),
+            accounts = self.fake.accounts_base(),
+            redirect = self.redirect_uri,
             db = self.db_path().display(),
         );
         let has = |section: &str| self.extra.contains(&format!("[{section}]"));
@@ -215,6 +225,12 @@ pub fn token_set(token: &str) -> TokenSet {
         scope: "user-read-playback-state".into(),
         authorized_at: chrono::Utc::now(),
     }
+}
+
+/// A loopback port free at this moment (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("addr").port()
 }
 
 /// A TOML basic string.
