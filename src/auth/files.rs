@@ -38,7 +38,10 @@ impl TokenFiles {
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(AuthError::NotLoggedIn { account: account.to_string(), path });
+                return Err(AuthError::NotLoggedIn {
+                    account: account.to_string(),
+                    place: path.display().to_string(),
+                });
             }
             Err(e) => return Err(io(e)),
         };

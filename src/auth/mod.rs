@@ -3,13 +3,16 @@
 //! [`Secret`] never prints its value: not in `Debug`, not in errors, not in logs; only
 //! [`Secret::expose`] reads it, where a request is built. Access tokens, refresh tokens,
 //! authorization codes and PKCE verifiers are all secrets.
-//! - [`files`]: the 0600 token files (the default store).
+//! - [`files`]: the 0600 token files.
+//! - [`keyring`]: the OS secret store (freedesktop Secret Service) on Linux.
 //! - [`oauth`]: the Accounts service: code exchange and refresh (oauth2 crate, PKCE).
 //! - [`login`]: `spotguard login`'s loopback callback listener.
 //! - [`session`]: one account's tokens in use: refresh before expiry and after a 401,
 //!   the rotated refresh token saved before the new access token is used.
 
 pub mod files;
+#[cfg(all(unix, not(target_os = "macos")))]
+pub mod keyring;
 pub mod login;
 pub mod oauth;
 pub mod session;
@@ -20,6 +23,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::TokenStoreKind;
 pub use files::TokenFiles;
 pub use session::Session;
 
@@ -66,8 +70,8 @@ pub const TOKEN_FILE_VERSION: u32 = 1;
 /// Why tokens could not be read or written; each names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("account {account} is not logged in (no token file at {path}): run `spotguard login`")]
-    NotLoggedIn { account: String, path: PathBuf },
+    #[error("account {account} is not logged in (no tokens in {place}): run `spotguard login`")]
+    NotLoggedIn { account: String, place: String },
     #[error("token file {path} can be read by other users (mode {mode:o}); fix it with `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("token file {path} is damaged ({reason}); run `spotguard login` to replace it")]
@@ -76,6 +80,11 @@ pub enum AuthError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("account name {0:?} is not allowed: use letters, digits, '-' and '_'")]
     BadAccountName(String),
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[error(transparent)]
+    Keyring(#[from] keyring::KeyringError),
+    #[error("auth.token_store = \"keyring\" is not available on this platform yet; use \"file\" or \"auto\"")]
+    NoKeyring,
 }
 
 impl TokenSet {
@@ -86,37 +95,108 @@ impl TokenSet {
     }
 }
 
-/// Where token sets are kept. One variant today; the OS secret store plugs in here.
+/// Where token sets are kept: the 0600 files, the OS secret store, or (auto) the secret
+/// store where one answers and the files otherwise. In auto mode a save to the secret store
+/// removes the file copy, so there is one source of truth, and a file left from before is
+/// still read (and moved over at the next refresh).
 #[derive(Debug, Clone)]
 pub enum TokenStore {
     Files(TokenFiles),
+    #[cfg(all(unix, not(target_os = "macos")))]
+    Keyring(keyring::Keyring),
+    #[cfg(all(unix, not(target_os = "macos")))]
+    Auto {
+        keyring: keyring::Keyring,
+        files: TokenFiles,
+    },
 }
 
 impl TokenStore {
-    pub fn load(&self, account: &str) -> Result<TokenSet, AuthError> {
+    /// The store `kind` names, with token files in `files`.
+    pub fn new(kind: TokenStoreKind, files: TokenFiles) -> Result<TokenStore, AuthError> {
+        #[cfg(all(unix, not(target_os = "macos")))]
+        return Ok(match kind {
+            TokenStoreKind::File => TokenStore::Files(files),
+            TokenStoreKind::Keyring => TokenStore::Keyring(keyring::Keyring),
+            TokenStoreKind::Auto => TokenStore::Auto { keyring: keyring::Keyring, files },
+        });
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        match kind {
+            TokenStoreKind::Keyring => Err(AuthError::NoKeyring),
+            TokenStoreKind::File | TokenStoreKind::Auto => Ok(TokenStore::Files(files)),
+        }
+    }
+
+    pub async fn load(&self, account: &str) -> Result<TokenSet, AuthError> {
         match self {
             TokenStore::Files(f) => f.load(account),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Keyring(k) => k.load(account).await?.ok_or_else(|| AuthError::NotLoggedIn {
+                account: account.to_string(),
+                place: "the OS secret store".into(),
+            }),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Auto { keyring, files } => match keyring.load(account).await {
+                Ok(Some(t)) => Ok(t),
+                Ok(None) => files.load(account),
+                Err(e) => {
+                    tracing::debug!("secret store not used: {e}");
+                    files.load(account)
+                }
+            },
         }
     }
 
-    pub fn save(&self, account: &str, tokens: &TokenSet) -> Result<(), AuthError> {
+    pub async fn save(&self, account: &str, tokens: &TokenSet) -> Result<(), AuthError> {
         match self {
             TokenStore::Files(f) => f.save(account, tokens),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Keyring(k) => Ok(k.save(account, tokens).await?),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Auto { keyring, files } => match keyring.save(account, tokens).await {
+                Ok(()) => {
+                    // One source of truth: an older file copy would shadow nothing but confuse.
+                    files.remove(account)?;
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!("secret store not used, saving to the token file: {e}");
+                    files.save(account, tokens)
+                }
+            },
         }
     }
 
-    pub fn remove(&self, account: &str) -> Result<bool, AuthError> {
+    /// Deletes the account's tokens wherever they are; whether there were any.
+    pub async fn remove(&self, account: &str) -> Result<bool, AuthError> {
         match self {
             TokenStore::Files(f) => f.remove(account),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Keyring(k) => Ok(k.remove(account).await?),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Auto { keyring, files } => {
+                let in_keyring = match keyring.remove(account).await {
+                    Ok(found) => found,
+                    Err(keyring::KeyringError::Unavailable(_)) => false,
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(files.remove(account)? || in_keyring)
+            }
         }
     }
 
-    /// Where `account`'s tokens are, for messages.
-    pub fn describe(&self, account: &str) -> String {
+    /// Where `account`'s tokens are now, for messages.
+    pub async fn describe(&self, account: &str) -> String {
+        let file = |f: &TokenFiles| f.path(account).map(|p| p.display().to_string()).unwrap_or_default();
         match self {
-            TokenStore::Files(f) => {
-                f.path(account).map(|p| p.display().to_string()).unwrap_or_else(|_| account.to_string())
-            }
+            TokenStore::Files(f) => file(f),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Keyring(_) => "the OS secret store".into(),
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Auto { keyring, files } => match keyring.load(account).await {
+                Ok(Some(_)) => "the OS secret store".into(),
+                _ => file(files),
+            },
         }
     }
 }

@@ -83,20 +83,20 @@ impl Session {
         &self.account
     }
 
-    /// The stored token set, with no network call.
-    pub fn stored(&self) -> Result<TokenSet, AuthError> {
-        self.store.load(&self.account)
+    /// The stored token set, with no call to Spotify.
+    pub async fn stored(&self) -> Result<TokenSet, AuthError> {
+        self.store.load(&self.account).await
     }
 
     /// An access token valid for at least [`REFRESH_MARGIN`], refreshing if needed.
     pub async fn access(&self) -> Result<Access, SessionError> {
-        let tokens = self.store.load(&self.account)?;
+        let tokens = self.store.load(&self.account).await?;
         if !expiring(&tokens) {
             return Ok(Access::of(&tokens));
         }
         let _one = self.refreshing.lock().await;
         // Another caller may have refreshed while this one waited.
-        let tokens = self.store.load(&self.account)?;
+        let tokens = self.store.load(&self.account).await?;
         if !expiring(&tokens) {
             return Ok(Access::of(&tokens));
         }
@@ -107,7 +107,7 @@ impl Session {
     /// another refresh happened), else one refresh.
     pub async fn after_unauthorized(&self, rejected: &Secret) -> Result<Access, SessionError> {
         let _one = self.refreshing.lock().await;
-        let tokens = self.store.load(&self.account)?;
+        let tokens = self.store.load(&self.account).await?;
         if &tokens.access_token != rejected {
             return Ok(Access::of(&tokens));
         }
@@ -118,7 +118,7 @@ impl Session {
         let oauth = self.oauth.as_ref().ok_or(SessionError::NoClientId)?;
         let next = oauth.refresh(tokens).await?;
         // Saved before use: the old refresh token is already spent.
-        self.store.save(&self.account, &next)?;
+        self.store.save(&self.account, &next).await?;
         tracing::debug!(account = %self.account, expires_at = %next.expires_at, "access token refreshed");
         Ok(Access::of(&next))
     }

@@ -13,7 +13,7 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 
 use crate::auth::{Secret, TOKEN_FILE_VERSION, TokenSet};
-use crate::config::{BaseUrl, Config, HumanDuration, Source};
+use crate::config::{BaseUrl, Config, HumanDuration, Source, TokenStoreKind};
 use crate::daemon::{self, Context, poll};
 use crate::event::TrustedBy;
 use crate::fake::{self, FakeSpotify};
@@ -41,18 +41,22 @@ impl Cmd {
         config.spotify.api_base = BaseUrl(fake.api_base());
         config.storage.database = Some(dir.path().join("spotguard.db"));
         config.schedule.every = Some(HumanDuration(Duration::from_secs(1)));
+        // Never the OS secret store: the demo's token must not replace a real login.
+        config.auth.token_store = TokenStoreKind::File;
         let ctx = Context::build(config, Source::Defaults(dir.path().join("config.toml")))?;
-        ctx.tokens.save(
-            "default",
-            &TokenSet {
-                version: TOKEN_FILE_VERSION,
-                access_token: Secret::new(TOKEN),
-                refresh_token: None,
-                expires_at: Utc::now() + chrono::Duration::hours(1),
-                scope: "user-read-playback-state".into(),
-                authorized_at: Utc::now(),
-            },
-        )?;
+        ctx.tokens
+            .save(
+                "default",
+                &TokenSet {
+                    version: TOKEN_FILE_VERSION,
+                    access_token: Secret::new(TOKEN),
+                    refresh_token: None,
+                    expires_at: Utc::now() + chrono::Duration::hours(1),
+                    scope: "user-read-playback-state".into(),
+                    authorized_at: Utc::now(),
+                },
+            )
+            .await?;
 
         println!("spotguard demo: the real watcher against a fake Spotify on {}", fake.addr());
         match Desktop::capabilities().await {

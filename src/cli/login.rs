@@ -55,7 +55,7 @@ impl Cmd {
         })?;
         let user =
             ctx.client.me(&tokens.access_token).await.context("logged in, but cannot read the account")?;
-        ctx.tokens.save(&account.name, &tokens)?;
+        ctx.tokens.save(&account.name, &tokens).await?;
         let label = match user.display_name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => format!("\u{201c}{}\u{201d} ({})", terminal(name), terminal(&user.id)),
             None => terminal(&user.id),
@@ -66,7 +66,7 @@ impl Cmd {
             "Logged in: spotguard now watches Spotify user {label} as account {}; tokens are kept in {}. \
              Spotify ends this login on {}: run `spotguard login` again before then.",
             account.name,
-            ctx.tokens.describe(&account.name),
+            ctx.tokens.describe(&account.name).await,
             tokens.login_expires_at().with_timezone(&chrono::Local).format("%Y-%m-%d")
         );
         Ok(ExitCode::SUCCESS)
@@ -83,7 +83,7 @@ pub struct LogoutCmd {
 impl LogoutCmd {
     pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
         let account = super::pick_account(&ctx, self.account.as_deref()).await?;
-        if ctx.tokens.remove(&account.name)? {
+        if ctx.tokens.remove(&account.name).await? {
             println!("Removed the stored tokens of account {}.", account.name);
         } else {
             println!("Account {} had no stored tokens.", account.name);

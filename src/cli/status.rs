@@ -42,7 +42,7 @@ impl Cmd {
         let polls = ctx.store.call(|s| s.account_status()).await?;
         let mut out = Vec::new();
         for name in ctx.account_names() {
-            let tokens = ctx.tokens.load(&name);
+            let tokens = ctx.tokens.load(&name).await;
             let poll = polls.iter().find(|p| p.name == name);
             out.push(AccountOut {
                 account: name.clone(),

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::auth::oauth::OAuth;
 use crate::auth::{Session, TokenFiles, TokenStore};
-use crate::config::{Config, ConfigError, Source, TokenStoreKind, WARN_EVERY_BELOW};
+use crate::config::{Config, ConfigError, Source, WARN_EVERY_BELOW};
 use crate::event::TrustedBy;
 use crate::notify::{Desktop, Dispatcher, Invoked, action, opener};
 use crate::schedule::{Clock, ScheduleError, Ticks};
@@ -54,8 +54,8 @@ pub enum DaemonError {
     Spotify(#[from] SpotifyError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
-    #[error("auth.token_store = \"keyring\" is not available in this build; use \"file\" or \"auto\"")]
-    NoKeyring,
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 impl Context {
@@ -64,12 +64,7 @@ impl Context {
     pub fn build(config: Config, source: Source) -> Result<Context, DaemonError> {
         let store = Store::open(&config.database_path()?)?;
         let client = Client::new(config.spotify.api_base.as_str())?;
-        let tokens = match config.auth.token_store {
-            TokenStoreKind::Auto | TokenStoreKind::File => {
-                TokenStore::Files(TokenFiles::new(config.tokens_dir()?))
-            }
-            TokenStoreKind::Keyring => return Err(DaemonError::NoKeyring),
-        };
+        let tokens = TokenStore::new(config.auth.token_store, TokenFiles::new(config.tokens_dir()?))?;
         Ok(Context { config: Arc::new(config), source, store: SharedStore::new(store), client, tokens })
     }
 
@@ -233,7 +228,7 @@ struct LoopState {
 async fn lost_login(ctx: &Context, session: &Session, account: &Account) -> Option<DateTime<Utc>> {
     let id = account.id;
     let lost_at = ctx.store.call(move |s| s.access_lost_at(id)).await.ok().flatten()?;
-    match session.stored() {
+    match session.stored().await {
         Ok(t) if t.authorized_at > lost_at => {
             let _ = ctx.store.call(move |s| s.clear_access_lost(id)).await;
             None
@@ -245,7 +240,7 @@ async fn lost_login(ctx: &Context, session: &Session, account: &Account) -> Opti
 
 /// While access is lost: whether a new login appeared (read from the store, no network).
 async fn relogged(ctx: &Context, session: &Session, account: &Account, state: &mut LoopState) -> bool {
-    match session.stored() {
+    match session.stored().await {
         Ok(t) if Some(t.authorized_at) != state.lost => {
             let id = account.id;
             if let Err(e) = ctx.store.call(move |s| s.clear_access_lost(id)).await {
@@ -307,7 +302,7 @@ async fn poll_and_deliver(
                 Ok(event) => deliver |= event.is_some(),
                 Err(se) => tracing::error!("cannot record the lost access: {se}"),
             }
-            state.lost = Some(session.stored().map(|t| t.authorized_at).unwrap_or_else(|_| Utc::now()));
+            state.lost = Some(session.stored().await.map(|t| t.authorized_at).unwrap_or_else(|_| Utc::now()));
             tracing::error!(
                 account = %account.name,
                 "{e}; not polling this account until `spotguard login --account {}`",
