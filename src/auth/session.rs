@@ -100,7 +100,14 @@ impl Session {
         if !expiring(&tokens) {
             return Ok(Access::of(&tokens));
         }
-        self.refresh_locked(&tokens).await
+        match self.refresh_locked(&tokens).await {
+            // The token endpoint is down but the token still works for a moment: use it.
+            Err(e) if e.is_transient() && tokens.expires_at > Utc::now() => {
+                tracing::debug!(account = %self.account, "refresh failed ({e}); the current token still works");
+                Ok(Access::of(&tokens))
+            }
+            other => other,
+        }
     }
 
     /// After Spotify refused `rejected` with a 401: a newer token if there is one (a login or
@@ -127,4 +134,102 @@ impl Session {
 fn expiring(t: &TokenSet) -> bool {
     let margin = chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or(chrono::Duration::minutes(2));
     t.expires_at - margin <= Utc::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{TOKEN_FILE_VERSION, TokenFiles};
+    use crate::fake::{FakeSpotify, Fault};
+
+    const CLIENT: &str = "session-test-client";
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        fake: FakeSpotify,
+        files: TokenFiles,
+        session: Session,
+    }
+
+    /// A session on a fresh login whose access token expires `expires_in` from now.
+    async fn setup(expires_in: chrono::Duration) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = FakeSpotify::start().await.expect("fake");
+        let (access, refresh) = fake.handle().issue_tokens(CLIENT);
+        let files = TokenFiles::new(dir.path());
+        files
+            .save(
+                "default",
+                &TokenSet {
+                    version: TOKEN_FILE_VERSION,
+                    access_token: Secret::new(access),
+                    refresh_token: Some(Secret::new(refresh)),
+                    expires_at: Utc::now() + expires_in,
+                    scope: "user-read-playback-state".into(),
+                    authorized_at: Utc::now() - chrono::Duration::days(3),
+                },
+            )
+            .expect("save");
+        let http = reqwest::Client::builder().no_proxy().build().expect("http");
+        let oauth =
+            OAuth::new(CLIENT, &fake.accounts_base(), "http://127.0.0.1:1/callback", http).expect("oauth");
+        let session = Session::new("default", TokenStore::Files(files.clone()), Some(oauth));
+        Setup { _dir: dir, fake, files, session }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_token_is_used_without_a_refresh() {
+        let s = setup(chrono::Duration::hours(1)).await;
+        let before = s.files.load("default").expect("load");
+        let access = s.session.access().await.expect("access");
+        assert_eq!(access.token, before.access_token);
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_expiring_token_is_refreshed_and_the_rotated_token_saved_first() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        let before = s.files.load("default").expect("load");
+        let access = s.session.access().await.expect("access");
+        let after = s.files.load("default").expect("load");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        assert_eq!(access.token, after.access_token, "what is used is what is stored");
+        assert_ne!(after.access_token, before.access_token);
+        assert_ne!(after.refresh_token, before.refresh_token, "rotated");
+        assert_eq!(after.authorized_at, before.authorized_at, "refreshing does not extend the login");
+        // The old refresh token is spent: the stored one is the only one that works.
+        assert!(s.session.after_unauthorized(&after.access_token).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_down_token_endpoint_is_transient_and_a_still_valid_token_is_kept() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        s.fake.handle().push_token_fault(Fault::Unavailable);
+        let before = s.files.load("default").expect("load");
+        let access = s.session.access().await.expect("the current token still works");
+        assert_eq!(access.token, before.access_token);
+
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        s.fake.handle().push_token_fault(Fault::Unavailable);
+        let e = s.session.access().await.expect_err("expired and cannot refresh");
+        assert!(e.is_transient() && !e.is_access_lost(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn invalid_grant_means_access_lost() {
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        s.fake.handle().revoke_refresh_tokens();
+        let e = s.session.access().await.expect_err("revoked");
+        assert!(e.is_access_lost(), "{e}");
+        assert!(e.to_string().contains("invalid_grant"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn after_a_401_a_newer_stored_token_is_used_without_refreshing() {
+        let s = setup(chrono::Duration::hours(1)).await;
+        let stale = Secret::new("an-older-token");
+        let access = s.session.after_unauthorized(&stale).await.expect("newer token");
+        assert_eq!(access.token, s.files.load("default").expect("load").access_token);
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 0);
+    }
 }
