@@ -15,7 +15,9 @@
 //! - [`event`]: the events the audit log and the outbox hold.
 //! - [`notify`]: the outbox dispatcher, desktop notifications, their buttons, the URL opener.
 //! - [`schedule`]: the poll clock (tokio-cron-scheduler), without overlap or bursts.
-//! - [`daemon`]: the per-account poll loops, backoff, shutdown.
+//! - [`daemon`]: the per-account poll loops, backoff, reload and shutdown, the instance lock,
+//!   and systemd readiness and watchdog.
+//! - [`service`]: the systemd unit and launchd agent, rendered for `spotguard service`.
 //! - [`text`]: making untrusted names safe for notifications and terminals.
 //! - [`fake`]: a fake Spotify Web API on loopback for tests, the demo and benchmarks.
 //! - [`cli`]: the `spotguard` commands.
@@ -31,6 +33,7 @@ pub mod event;
 pub mod fake;
 pub mod notify;
 pub mod schedule;
+pub mod service;
 pub mod spotify;
 pub mod store;
 pub mod text;

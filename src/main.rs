@@ -48,8 +48,11 @@ fn init_tracing(cli: &Cli) {
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.with_target(false).init(),
+    // Under systemd stderr goes to the journal, which stamps each line itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (cli.log_format, journal) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Human, true) => builder.with_target(false).without_time().init(),
+        (LogFormat::Human, false) => builder.with_target(false).init(),
     }
 }

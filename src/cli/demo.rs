@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use crate::auth::{Secret, TOKEN_FILE_VERSION, TokenSet};
 use crate::config::{BaseUrl, Config, HumanDuration, Source, TokenStoreKind};
-use crate::daemon::{self, Context, poll};
+use crate::daemon::{self, Context, Control, poll};
 use crate::event::TrustedBy;
 use crate::fake::{self, FakeSpotify};
 use crate::notify::{Desktop, DesktopError};
@@ -78,10 +78,8 @@ impl Cmd {
         seed_trusted(&ctx).await?;
 
         let story_start = Utc::now();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let daemon = tokio::spawn(daemon::run(ctx.clone(), async {
-            let _ = stopped.await;
-        }));
+        let (control, controlled) = mpsc::channel(1);
+        let daemon = tokio::spawn(daemon::run(ctx.clone(), controlled));
 
         println!("\n1. Your laptop and phone are online. Both are trusted: no alert.");
         tokio::time::sleep(step).await;
@@ -97,7 +95,7 @@ impl Cmd {
         println!("3. It starts playing music on your account.");
         tokio::time::sleep(step).await;
 
-        let _ = stop.send(());
+        let _ = control.send(Control::Shutdown).await;
         daemon.await??;
 
         let accounts = ctx.accounts().await?;

@@ -11,6 +11,7 @@ mod fake_server;
 mod format;
 mod login;
 mod run;
+mod service;
 mod status;
 
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Show each account's login and last poll
     #[command(after_help = "Example: spotguard status --json")]
     Status(status::Cmd),
+    /// Install, remove or inspect spotguard as a per-user service (systemd, launchd)
+    #[command(after_help = "Examples:\n  spotguard service install\n  spotguard service status")]
+    Service(service::Cmd),
     /// Show what spotguard does against a built-in fake Spotify: no account needed
     Demo(demo::Cmd),
     /// Serve the fake Spotify Web API on loopback (for benchmarks and scripts)
@@ -87,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(cmd) => cmd.run(context(cli.config)?).await,
         Command::Logout(cmd) => cmd.run(context(cli.config)?).await,
         Command::Status(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Service(cmd) => cmd.run(context(cli.config)?).await,
     }
 }
 

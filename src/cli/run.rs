@@ -1,20 +1,59 @@
 //! `spotguard run`: the daemon in the foreground; systemd or launchd supervise it.
+//! SIGTERM and SIGINT stop it, SIGHUP reloads the configuration.
 
 use std::process::ExitCode;
 
-use crate::daemon::{self, Context};
+use tokio::sync::mpsc;
+
+use crate::daemon::lock::InstanceLock;
+use crate::daemon::{self, Context, Control};
 
 #[derive(Debug, clap::Args)]
 pub struct Cmd {}
 
 impl Cmd {
     pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
-        daemon::run(ctx, shutdown_signal()).await?;
+        // One daemon per database; held until the process ends.
+        let _lock = InstanceLock::acquire(&ctx.config.database_path()?)?;
+        let (tx, rx) = mpsc::channel(4);
+        forward_signals(tx)?;
+        daemon::run(ctx, rx).await?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// SIGTERM and SIGINT become [`Control::Shutdown`], SIGHUP [`Control::Reload`].
+#[cfg(unix)]
+fn forward_signals(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let control = tokio::select! {
+                _ = term.recv() => Control::Shutdown,
+                _ = int.recv() => Control::Shutdown,
+                _ = hup.recv() => Control::Reload,
+            };
+            if tx.send(control).await.is_err() || control == Control::Shutdown {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn forward_signals(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(Control::Shutdown).await;
+    });
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM (for the helper commands that only wait).
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {

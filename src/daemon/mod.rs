@@ -8,9 +8,10 @@
 //! open, rolls back: nothing is ever half-written.
 
 pub mod backoff;
+pub mod lock;
 pub mod poll;
+pub mod supervisor;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use crate::spotify::{Client, SpotifyError};
 use crate::store::{SharedStore, Store, StoreError};
 use backoff::{Backoff, Failure};
 use poll::Account;
+use supervisor::Liveness;
 
 /// How long an in-flight poll may take to finish once shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -111,54 +113,144 @@ impl Context {
     }
 }
 
-/// Runs the daemon until `shutdown` completes.
-pub async fn run(ctx: Context, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let schedule = ctx.config.schedule();
-    if let crate::config::Schedule::Every(every) = schedule
-        && every < WARN_EVERY_BELOW
-    {
-        tracing::warn!(
-            "polling {schedule} is more often than useful; Spotify rate-limits apps, 60s is plenty"
-        );
-    }
-    let accounts = ctx.accounts().await?;
-    let (invoked_tx, invoked_rx) = mpsc::channel(16);
-    let desktop =
-        ctx.config.notify.desktop.then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
-    let dispatcher =
-        Arc::new(Dispatcher::new(desktop, ctx.config.alerts.sign_out_url.as_str(), accounts.len() > 1));
+/// What the daemon is asked to do from outside (signals, the demo, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Stop: SIGTERM, SIGINT.
+    Shutdown,
+    /// Read the configuration again: SIGHUP. A bad new one is refused and the old one kept.
+    Reload,
+}
 
-    // Alerts a previous run committed but did not get to show.
-    if let Err(e) = dispatcher.deliver_pending(&ctx.store).await {
-        tracing::error!("cannot deliver pending alerts: {e}");
+/// Runs the daemon until told to shut down (or the control channel closes).
+pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Result<(), DaemonError> {
+    let liveness = Arc::new(Liveness::default());
+    let watchdog = tokio::spawn(supervisor::watchdog(liveness.clone()));
+    loop {
+        let generation = Generation::start(ctx.clone(), liveness.clone()).await?;
+        supervisor::ready(&format!(
+            "watching {} account(s), polling {}",
+            generation.accounts,
+            ctx.config.schedule()
+        ));
+        let next = loop {
+            match control.recv().await {
+                None | Some(Control::Shutdown) => break None,
+                Some(Control::Reload) => {
+                    supervisor::reloading();
+                    match ctx.reloaded() {
+                        Ok(new) => break Some(new),
+                        Err(e) => {
+                            tracing::error!(
+                                "the changed configuration is refused; the old one stays in force: {e:#}"
+                            );
+                            supervisor::ready("reload refused: the old configuration stays in force");
+                        }
+                    }
+                }
+            }
+        };
+        let reloading = next.is_some();
+        if !reloading {
+            supervisor::stopping();
+            tracing::info!("stopping");
+        }
+        generation.stop().await;
+        match next {
+            Some(new) => {
+                tracing::info!(config = %new.source.path().display(), "configuration reloaded");
+                ctx = new;
+            }
+            None => break,
+        }
     }
-    let actions = tokio::spawn(handle_actions(ctx.clone(), invoked_rx));
-
-    let (clock, ticks) = Clock::start(&schedule, accounts.len()).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut loops = JoinSet::new();
-    tracing::info!(
-        accounts = accounts.len(),
-        database = %ctx.store_path(),
-        "spotguard is watching, polling {schedule}"
-    );
-    for (account, ticks) in accounts.into_iter().zip(ticks) {
-        loops.spawn(account_loop(ctx.clone(), dispatcher.clone(), account, ticks, stop_rx.clone()));
-    }
-
-    shutdown.await;
-    tracing::info!("stopping");
-    let _ = stop_tx.send(true);
-    clock.stop().await;
-    let drained =
-        tokio::time::timeout(SHUTDOWN_GRACE, async { while loops.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!("a poll did not finish in time; it was rolled back");
-        loops.shutdown().await;
-    }
-    actions.abort();
+    watchdog.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+impl Context {
+    /// The context for the configuration as it is now on disk. The database cannot move
+    /// while running: the instance lock is on the old one.
+    fn reloaded(&self) -> anyhow::Result<Context> {
+        let explicit = match &self.source {
+            Source::File(p) => Some(p.as_path()),
+            Source::Defaults(_) => None,
+        };
+        let (config, source) = Config::load(explicit)?;
+        if config.database_path()? != self.config.database_path()? {
+            anyhow::bail!("storage.database cannot change while spotguard runs; restart it instead");
+        }
+        Ok(Context::build(config, source)?)
+    }
+}
+
+/// One configuration's worth of running parts: the clock, the account loops, the buttons.
+struct Generation {
+    accounts: usize,
+    clock: Clock,
+    stop: watch::Sender<bool>,
+    loops: JoinSet<()>,
+    actions: tokio::task::JoinHandle<()>,
+}
+
+impl Generation {
+    async fn start(ctx: Context, liveness: Arc<Liveness>) -> Result<Generation, DaemonError> {
+        let schedule = ctx.config.schedule();
+        if let crate::config::Schedule::Every(every) = schedule
+            && every < WARN_EVERY_BELOW
+        {
+            tracing::warn!(
+                "polling {schedule} is more often than useful; Spotify rate-limits apps, 60s is plenty"
+            );
+        }
+        let accounts = ctx.accounts().await?;
+        let (invoked_tx, invoked_rx) = mpsc::channel(16);
+        let desktop =
+            ctx.config.notify.desktop.then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
+        let dispatcher =
+            Arc::new(Dispatcher::new(desktop, ctx.config.alerts.sign_out_url.as_str(), accounts.len() > 1));
+        // Alerts a previous run committed but did not get to show.
+        if let Err(e) = dispatcher.deliver_pending(&ctx.store).await {
+            tracing::error!("cannot deliver pending alerts: {e}");
+        }
+        let actions = tokio::spawn(handle_actions(ctx.clone(), invoked_rx));
+        let (clock, ticks) = Clock::start(&schedule, accounts.len()).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut loops = JoinSet::new();
+        tracing::info!(
+            accounts = accounts.len(),
+            database = %ctx.store_path(),
+            "spotguard is watching, polling {schedule}"
+        );
+        let count = accounts.len();
+        for (account, ticks) in accounts.into_iter().zip(ticks) {
+            let shared = Shared { dispatcher: dispatcher.clone(), liveness: liveness.clone() };
+            loops.spawn(account_loop(ctx.clone(), shared, account, ticks, stop_rx.clone()));
+        }
+        Ok(Generation { accounts: count, clock, stop, loops, actions })
+    }
+
+    /// Stops scheduling and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        self.clock.stop().await;
+        let loops = &mut self.loops;
+        let drained =
+            tokio::time::timeout(SHUTDOWN_GRACE, async { while loops.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("a poll did not finish in time; it was rolled back");
+            self.loops.shutdown().await;
+        }
+        self.actions.abort();
+    }
+}
+
+/// What every account loop of a generation shares.
+#[derive(Debug, Clone)]
+struct Shared {
+    dispatcher: Arc<Dispatcher>,
+    liveness: Arc<Liveness>,
 }
 
 impl Context {
@@ -170,7 +262,7 @@ impl Context {
 /// One account's loop: poll now, then on each tick, never overlapping, never bursting.
 async fn account_loop(
     ctx: Context,
-    dispatcher: Arc<Dispatcher>,
+    shared: Shared,
     account: Account,
     mut ticks: Ticks,
     mut stop: watch::Receiver<bool>,
@@ -184,7 +276,8 @@ async fn account_loop(
             account.name
         );
     } else {
-        poll_and_deliver(&ctx, &dispatcher, &session, &account, &mut state).await;
+        let _busy = shared.liveness.polling(&account.name);
+        poll_and_deliver(&ctx, &shared.dispatcher, &session, &account, &mut state).await;
     }
     loop {
         tokio::select! {
@@ -201,7 +294,10 @@ async fn account_loop(
                     tracing::debug!(account = %account.name, "backing off; poll skipped");
                     continue;
                 }
-                poll_and_deliver(&ctx, &dispatcher, &session, &account, &mut state).await;
+                {
+                    let _busy = shared.liveness.polling(&account.name);
+                    poll_and_deliver(&ctx, &shared.dispatcher, &session, &account, &mut state).await;
+                }
                 let missed = ticks.skip_missed();
                 if missed > 0 {
                     tracing::debug!(account = %account.name, missed, "poll ran past the next tick; skipped it");
@@ -255,6 +351,25 @@ async fn relogged(ctx: &Context, session: &Session, account: &Account, state: &m
     }
 }
 
+/// The STATUS= line after a poll: "default: last poll 12:00:03, 3 devices, all trusted".
+fn status_line(account: &str, report: &poll::Report) -> String {
+    let unknown = report
+        .plan
+        .seen
+        .iter()
+        .filter(|s| match s.target {
+            crate::audit::Target::Known(k) => !report.known.devices.iter().any(|d| d.key == k && d.trusted),
+            crate::audit::Target::New => true,
+        })
+        .count();
+    let verdict = if unknown == 0 { "all trusted".to_string() } else { format!("{unknown} not trusted") };
+    format!(
+        "{account}: last poll {}, {} device(s), {verdict}",
+        report.at.with_timezone(&chrono::Local).format("%H:%M:%S"),
+        report.plan.seen.len()
+    )
+}
+
 /// A week before a login ends, one notification that a new one is needed.
 const LOGIN_WARNING: chrono::Duration = chrono::Duration::days(7);
 
@@ -282,6 +397,7 @@ async fn poll_and_deliver(
                 "polled"
             );
             deliver |= !report.event_ids.is_empty();
+            supervisor::status(&status_line(&account.name, &report));
             let (id, access) = (account.id, report.access.clone());
             if Utc::now() + LOGIN_WARNING >= access.login_expires_at {
                 match ctx

@@ -2,7 +2,10 @@
 //!
 //! The URL is appended as the last argument; no shell is involved, so nothing in it is
 //! interpreted. The opener is waited for with a bound: some openers return at once, some
-//! only when the browser exits, and neither may hold up the daemon.
+//! only when the browser exits, and neither may hold up the daemon. Under systemd the
+//! daemon is sandboxed (read-only home, no new privileges): a browser started from inside
+//! that sandbox could not write its profile, so the opener runs in a unit of its own
+//! through `systemd-run --user`.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,9 +20,20 @@ pub async fn open(command: &[String], url: &str) -> bool {
         tracing::warn!("alerts.opener is empty; cannot open {url}");
         return false;
     };
-    let child = tokio::process::Command::new(program)
+    let mut cmd = if std::env::var_os("INVOCATION_ID").is_some() {
+        // Started by systemd: leave the service's sandbox.
+        let mut c = tokio::process::Command::new("systemd-run");
+        c.args(["--user", "--collect", "--quiet", "--"]).arg(program);
+        c
+    } else {
+        tokio::process::Command::new(program)
+    };
+    let child = cmd
         .args(args)
         .arg(url)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
