@@ -1,0 +1,256 @@
+//! spotguard as a supervised service: the unit and the agent as rendered, `service install`
+//! and `uninstall` against a temporary HOME, the systemd notify protocol on a socket this
+//! test listens on (READY, STATUS, WATCHDOG, RELOADING, STOPPING), SIGHUP with a good and a
+//! bad config, the second-instance refusal, and journal-friendly logs.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::sandbox::{Sandbox, stderr, stdout};
+use spotguard::fake;
+use spotguard::service::{self, Target};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// `service install --dry-run`'s unit text.
+fn rendered_unit(out: &str) -> String {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("Would write ")).skip(1);
+    lines.by_ref().take_while(|l| !l.starts_with("Would run:")).map(|l| format!("{l}\n")).collect()
+}
+
+/// A directory with fake `systemctl` that records its arguments and exits with `code`.
+fn fake_systemctl(dir: &Path, code: i32) -> PathBuf {
+    let bin = dir.join("fakebin");
+    std::fs::create_dir_all(&bin).expect("dir");
+    let script = bin.join("systemctl");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\n[ {code} = 0 ] || echo 'Failed to connect to bus: No medium found' >&2\nexit {code}\n",
+            dir.join("systemctl.log").display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+fn path_with(bin: &Path) -> String {
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendered_unit_passes_systemd_analyze_verify() {
+    let s = Sandbox::new().await;
+    let out = s.run(&["service", "install", "--dry-run"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let unit = rendered_unit(&text);
+    assert!(unit.contains(&format!("--config {}", s.config_path().display())), "{unit}");
+    assert!(text.contains("systemctl --user enable --now spotguard.service"), "{text}");
+    let path = s.path().join("spotguard.service");
+    std::fs::write(&path, &unit).expect("write unit");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is a test dependency (Debian: systemd); tests never skip");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(!s.path().join("xdg-config/systemd").exists(), "--dry-run writes nothing");
+}
+
+#[test]
+fn launchd_agent_parses_with_the_promised_keys() {
+    let target = Target {
+        binary: PathBuf::from("/usr/local/bin/spotguard"),
+        config: Some(PathBuf::from("/Users/me/Library/Application Support/spotguard/config.toml")),
+        data_dir: PathBuf::from("/Users/me/Library/Application Support/spotguard"),
+    };
+    let text = service::render_launchd(&target, Path::new("/Users/me/Library/Logs/spotguard"));
+    let v: plist::Value = plist::from_bytes(text.as_bytes()).expect("a valid plist");
+    let d = v.as_dictionary().expect("a dictionary");
+    assert_eq!(d.get("Label").and_then(|v| v.as_string()), Some("io.github.spotguard"));
+    let args: Vec<&str> = d
+        .get("ProgramArguments")
+        .and_then(|v| v.as_array())
+        .expect("ProgramArguments")
+        .iter()
+        .filter_map(|v| v.as_string())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "/usr/local/bin/spotguard",
+            "run",
+            "--config",
+            "/Users/me/Library/Application Support/spotguard/config.toml"
+        ]
+    );
+    assert_eq!(d.get("RunAtLoad").and_then(|v| v.as_boolean()), Some(true));
+    let keep = d.get("KeepAlive").and_then(|v| v.as_dictionary()).expect("KeepAlive");
+    assert_eq!(keep.get("SuccessfulExit").and_then(|v| v.as_boolean()), Some(false), "restart on crash only");
+    assert_eq!(d.get("ThrottleInterval").and_then(|v| v.as_signed_integer()), Some(10));
+    assert_eq!(d.get("ProcessType").and_then(|v| v.as_string()), Some("Background"));
+    for key in ["StandardOutPath", "StandardErrorPath"] {
+        let p = d.get(key).and_then(|v| v.as_string()).expect(key);
+        assert!(p.starts_with("/Users/me/Library/Logs/spotguard/"), "{key}: {p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_writes_the_unit_and_enables_it_and_uninstall_undoes_it() {
+    let s = Sandbox::new().await;
+    let bin = fake_systemctl(s.path(), 0);
+    let mut cmd = s.cmd(&["service", "install"]);
+    cmd.env("PATH", path_with(&bin));
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("loginctl enable-linger"), "{}", stdout(&out));
+    let unit = s.path().join("xdg-config/systemd/user/spotguard.service");
+    let text = std::fs::read_to_string(&unit).expect("unit written");
+    assert!(text.contains("Type=notify"));
+    let log = std::fs::read_to_string(s.path().join("systemctl.log")).expect("systemctl ran");
+    assert_eq!(log, "--user daemon-reload\n--user enable --now spotguard.service\n");
+
+    let mut cmd = s.cmd(&["service", "uninstall"]);
+    cmd.env("PATH", path_with(&bin));
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!unit.exists(), "unit removed");
+    assert!(s.db_path().exists(), "data kept");
+    let log = std::fs::read_to_string(s.path().join("systemctl.log")).expect("log");
+    assert!(log.ends_with("--user disable --now spotguard.service\n--user daemon-reload\n"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_without_a_user_bus_says_what_to_do() {
+    let s = Sandbox::new().await;
+    let bin = fake_systemctl(s.path(), 1);
+    let mut cmd = s.cmd(&["service", "install"]);
+    cmd.env("PATH", path_with(&bin));
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("No medium found") && err.contains("user session bus"), "{err}");
+}
+
+/// Datagrams the daemon sent to NOTIFY_SOCKET, gathered until `done` holds.
+fn gather(sock: &UnixDatagram, seen: &mut Vec<String>, done: impl Fn(&[String]) -> bool) {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while !done(seen) {
+        assert!(start.elapsed() < WAIT, "notify messages so far: {seen:?}");
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+}
+
+fn has(seen: &[String], line: &str) -> bool {
+    seen.iter().any(|m| m.lines().any(|l| l == line))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_notify_protocol_and_sighup_reload_good_and_bad() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let sock_path = s.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let socket = sock_path.display().to_string();
+    let mut d = s.spawn_daemon(&[("NOTIFY_SOCKET", socket.as_str()), ("WATCHDOG_USEC", "1000000")]);
+    let mut seen = Vec::new();
+    let (sock2, mut seen2) = tokio::task::spawn_blocking(move || {
+        gather(&sock, &mut seen, |s| {
+            has(s, "READY=1")
+                && has(s, "WATCHDOG=1")
+                && s.iter().any(|m| m.contains("STATUS=default: last poll"))
+        });
+        (sock, seen)
+    })
+    .await
+    .expect("join");
+    assert!(seen2.iter().any(|m| m.contains("1 not trusted")), "{seen2:?}");
+
+    // A bad config: refused, the old one stays, polling goes on.
+    let good = std::fs::read_to_string(s.config_path()).expect("config");
+    std::fs::write(s.config_path(), format!("{good}\n[bogus]\nkey = 1\n")).expect("bad config");
+    d.signal("HUP");
+    let polls = s.spotify.request_count("/v1/me/player/devices");
+    s.wait_for_polls(polls + 2, WAIT).await;
+    let log = d.log_text();
+    assert!(log.contains("the changed configuration is refused; the old one stays in force"), "{log}");
+    assert!(log.contains("unknown field `bogus`"), "{log}");
+
+    // A good one: reloaded, with RELOADING=1 then READY=1 again.
+    std::fs::write(s.config_path(), good.replace("every = \"1s\"", "every = \"2s\"")).expect("good config");
+    seen2.clear();
+    d.signal("HUP");
+    let (sock3, seen3) = tokio::task::spawn_blocking(move || {
+        let mut seen = seen2;
+        gather(&sock2, &mut seen, |s| has(s, "RELOADING=1") && has(s, "READY=1"));
+        (sock2, seen)
+    })
+    .await
+    .expect("join");
+    assert!(seen3.iter().any(|m| m.contains("MONOTONIC_USEC=")), "{seen3:?}");
+    let start = Instant::now();
+    while !d.log_text().contains("configuration reloaded") {
+        assert!(start.elapsed() < WAIT, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(d.log_text().contains("polling every 2s"), "{}", d.log_text());
+
+    d.signal("TERM");
+    let (_, seen4) = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        gather(&sock3, &mut seen, |s| has(s, "STOPPING=1"));
+        (sock3, seen)
+    })
+    .await
+    .expect("join");
+    assert!(has(&seen4, "STOPPING=1"));
+    assert!(d.wait(WAIT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_on_the_same_database_is_refused_with_the_pid() {
+    let s = Sandbox::new().await;
+    let mut first = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, WAIT).await;
+    let start = Instant::now();
+    let out = s.run(&["run"]).await;
+    assert!(start.elapsed() < Duration::from_secs(5), "refused at once");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("another spotguard is already running"), "{err}");
+    assert!(err.contains(&format!("(pid {})", first.child.id())), "{err}");
+    // A killed daemon leaves no stale lock behind.
+    first.signal("KILL");
+    first.wait(WAIT).await;
+    let mut again = s.spawn_daemon(&[]);
+    let polls = s.spotify.request_count("/v1/me/player/devices");
+    s.wait_for_polls(polls + 1, WAIT).await;
+    again.signal("TERM");
+    assert!(again.wait(WAIT).await.success(), "{}", again.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_the_journal_log_lines_carry_no_timestamp() {
+    let s = Sandbox::new().await;
+    let mut d = s.spawn_daemon(&[("JOURNAL_STREAM", "8:12345")]);
+    s.wait_for_polls(1, WAIT).await;
+    d.signal("TERM");
+    d.wait(WAIT).await;
+    let log = d.log_text();
+    let first = log.lines().next().expect("a log line");
+    assert!(first.trim_start().starts_with("WARN") || first.trim_start().starts_with("INFO"), "{first}");
+    assert!(!first.starts_with("20"), "no date: {first}");
+}
