@@ -1,7 +1,9 @@
 //! One account's tokens in use by the poller.
 //!
-//! The store is the source of truth and is read on every use (a small file, once a minute),
-//! so a new `spotguard login` takes effect at the next poll without a restart. The access
+//! The token set is kept in memory between polls: a poll costs no store access (with the OS
+//! secret store that would be a D-Bus round trip per poll). The store stays the source of
+//! truth: it is read again before every refresh and after every 401, so a new `spotguard
+//! login` is adopted instead of being overwritten by a refresh of the old login. The access
 //! token is refreshed when it is within [`REFRESH_MARGIN`] of expiry, and once after a 401.
 //! A refresh saves the new token set (with the rotated refresh token) atomically *before*
 //! the new access token is used: Spotify's PKCE refresh tokens are single-use, and a crash
@@ -70,13 +72,14 @@ pub struct Session {
     store: TokenStore,
     /// `None` when no Client ID is configured: tokens then work until they expire.
     oauth: Option<OAuth>,
+    /// The token set last read or written; `None` until the first use.
     /// Held across a refresh so two callers never spend the same single-use refresh token.
-    refreshing: Mutex<()>,
+    current: Mutex<Option<TokenSet>>,
 }
 
 impl Session {
     pub fn new(account: &str, store: TokenStore, oauth: Option<OAuth>) -> Session {
-        Session { account: account.to_string(), store, oauth, refreshing: Mutex::new(()) }
+        Session { account: account.to_string(), store, oauth, current: Mutex::new(None) }
     }
 
     pub fn account(&self) -> &str {
@@ -90,44 +93,57 @@ impl Session {
 
     /// An access token valid for at least [`REFRESH_MARGIN`], refreshing if needed.
     pub async fn access(&self) -> Result<Access, SessionError> {
+        let mut current = self.current.lock().await;
+        if let Some(t) = current.as_ref().filter(|t| !expiring(t)) {
+            return Ok(Access::of(t));
+        }
+        // First use, or time to refresh: the store may hold a newer login.
         let tokens = self.store.load(&self.account).await?;
         if !expiring(&tokens) {
-            return Ok(Access::of(&tokens));
+            let access = Access::of(&tokens);
+            *current = Some(tokens);
+            return Ok(access);
         }
-        let _one = self.refreshing.lock().await;
-        // Another caller may have refreshed while this one waited.
-        let tokens = self.store.load(&self.account).await?;
-        if !expiring(&tokens) {
-            return Ok(Access::of(&tokens));
-        }
-        match self.refresh_locked(&tokens).await {
+        match self.refresh(&tokens).await {
+            Ok(next) => {
+                let access = Access::of(&next);
+                *current = Some(next);
+                Ok(access)
+            }
             // The token endpoint is down but the token still works for a moment: use it.
             Err(e) if e.is_transient() && tokens.expires_at > Utc::now() => {
                 tracing::debug!(account = %self.account, "refresh failed ({e}); the current token still works");
-                Ok(Access::of(&tokens))
+                let access = Access::of(&tokens);
+                *current = Some(tokens);
+                Ok(access)
             }
-            other => other,
+            Err(e) => {
+                *current = None;
+                Err(e)
+            }
         }
     }
 
     /// After Spotify refused `rejected` with a 401: a newer token if there is one (a login or
     /// another refresh happened), else one refresh.
     pub async fn after_unauthorized(&self, rejected: &Secret) -> Result<Access, SessionError> {
-        let _one = self.refreshing.lock().await;
+        let mut current = self.current.lock().await;
+        *current = None;
         let tokens = self.store.load(&self.account).await?;
-        if &tokens.access_token != rejected {
-            return Ok(Access::of(&tokens));
-        }
-        self.refresh_locked(&tokens).await
+        let next = if &tokens.access_token != rejected { tokens } else { self.refresh(&tokens).await? };
+        let access = Access::of(&next);
+        *current = Some(next);
+        Ok(access)
     }
 
-    async fn refresh_locked(&self, tokens: &TokenSet) -> Result<Access, SessionError> {
+    /// Refreshes `tokens` and saves the result; the caller holds `current`.
+    async fn refresh(&self, tokens: &TokenSet) -> Result<TokenSet, SessionError> {
         let oauth = self.oauth.as_ref().ok_or(SessionError::NoClientId)?;
         let next = oauth.refresh(tokens).await?;
         // Saved before use: the old refresh token is already spent.
         self.store.save(&self.account, &next).await?;
         tracing::debug!(account = %self.account, expires_at = %next.expires_at, "access token refreshed");
-        Ok(Access::of(&next))
+        Ok(next)
     }
 }
 
@@ -231,5 +247,37 @@ mod tests {
         let access = s.session.after_unauthorized(&stale).await.expect("newer token");
         assert_eq!(access.token, s.files.load("default").expect("load").access_token);
         assert_eq!(s.fake.handle().token_requests("refresh_token"), 0);
+    }
+
+    #[tokio::test]
+    async fn polls_use_the_token_in_memory_without_reading_the_store() {
+        let s = setup(chrono::Duration::hours(1)).await;
+        let first = s.session.access().await.expect("access");
+        s.files.remove("default").expect("remove");
+        let again = s.session.access().await.expect("no store read needed");
+        assert_eq!(first.token, again.token);
+    }
+
+    #[tokio::test]
+    async fn a_newer_login_in_the_store_is_adopted_not_overwritten_by_a_refresh() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        let old = s.session.access().await.expect("refreshed once");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        // `spotguard login` writes a new login while the daemon holds the old one.
+        let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
+        let login = TokenSet {
+            version: TOKEN_FILE_VERSION,
+            access_token: Secret::new(access),
+            refresh_token: Some(Secret::new(refresh)),
+            expires_at: Utc::now() + chrono::Duration::hours(1),
+            scope: String::new(),
+            authorized_at: Utc::now(),
+        };
+        s.files.save("default", &login).expect("save");
+        // The old token is refused: the store's newer login is used, no refresh spent.
+        let now = s.session.after_unauthorized(&old.token).await.expect("adopted");
+        assert_eq!(now.token, login.access_token);
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        assert_eq!(s.files.load("default").expect("load"), login, "the new login is intact");
     }
 }

@@ -153,7 +153,7 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // WAL: the CLI reads while the daemon writes; NORMAL sync is durable at checkpoints
         // and safe against corruption, which is what an audit log on a laptop needs.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        set_wal(&conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
         let mut store = Store { conn, path: path.to_path_buf() };
@@ -167,15 +167,21 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as u32;
+        let version: u32 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > known {
             return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
         }
         if version == known {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        // Take the write lock first and read the version again under it: the daemon and a CLI
+        // command may open a new database at the same moment, and only one may migrate it.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version >= known {
+            return Ok(());
+        }
         for sql in &MIGRATIONS[version as usize..] {
             tx.execute_batch(sql)?;
         }
@@ -652,6 +658,27 @@ fn insert_event(
         params![account, device, ms(at), event.kind(), details, delivered_at.map(ms)],
     )?;
     Ok(tx.last_insert_rowid())
+}
+
+/// Switches to WAL. On a brand-new file two openers (the daemon and a CLI command) can race
+/// to switch, and SQLite answers BUSY to the loser without calling the busy handler, so
+/// retry for as long as the busy timeout would have waited.
+// The store is synchronous and runs on blocking threads: sleeping here is what SQLite's own
+// busy handler would do.
+#[allow(clippy::disallowed_methods)]
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

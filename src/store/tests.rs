@@ -262,3 +262,21 @@ fn migrating_a_version_1_database_keeps_its_data() {
     assert_eq!(store.find_account("old").expect("find"), Some(1));
     assert_eq!(store.access_lost_at(1).expect("new column"), None);
 }
+
+#[test]
+fn two_openers_of_a_new_database_migrate_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || Store::open(&path).map(|_| ()))
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread").expect("every opener succeeds");
+    }
+    let store = Store::open(&path).expect("open");
+    let v: u32 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("pragma");
+    assert_eq!(v as usize, MIGRATIONS.len());
+}
