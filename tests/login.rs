@@ -159,7 +159,7 @@ async fn log_in(s: &Sandbox, env: &[(&str, &str)]) -> (Done, Url) {
     let callback = consent(&b, &url).await;
     let (status, page) = visit(&b, &callback).await;
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("Logged in"), "{page}");
+    assert!(page.contains("finishing the login"), "{page}");
     (login.finish().await, callback)
 }
 

@@ -124,7 +124,12 @@ async fn callback(
         _ => Err(CallbackError::MissingCode),
     };
     let page = match &result {
-        Ok(_) => page("Logged in", "spotguard received Spotify's answer. You can close this tab."),
+        // The code is exchanged after this page is sent: the terminal has the final word.
+        Ok(_) => page(
+            "Almost done",
+            "spotguard received Spotify's answer and is finishing the login: the terminal says when it is done. \
+             You can close this tab.",
+        ),
         Err(e) => page("Login failed", &format!("spotguard did not log in: {e}. You can close this tab.")),
     };
     let status = if result.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
