@@ -196,3 +196,59 @@ async fn demo_runs_without_an_account_and_shows_the_story() {
     assert!(text.contains("is playing \u{201c}Blinding Lights\u{201d} by The Weeknd"), "{text}");
     assert!(text.contains("Galaxy S24  Smartphone  NO"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_untrust_and_label_over_the_cli() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![laptop(), phone()]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("two devices recorded", Duration::from_secs(10), |st| {
+        st.row_counts().expect("counts").iter().any(|(t, n)| *t == "devices" && *n == 2)
+    })
+    .await;
+    d.signal("TERM");
+    d.wait(Duration::from_secs(10)).await;
+    assert!(s.run(&["devices", "trust", "Laptop"]).await.status.success());
+    let out = s.run(&["devices", "label", "laptop-id", "Work laptop"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.run(&["devices", "untrust", "Laptop"]).await;
+    assert_eq!(stdout(&out), "Laptop (Computer) is no longer trusted.\n");
+
+    let out = s.run(&["history"]).await;
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].contains("device \u{201c}Laptop\u{201d} trusted from the command line"), "{text}");
+    assert!(lines[1].contains("is online") && lines[2].contains("is online"), "{text}");
+
+    let out = s.run(&["history", "--device", "Phone", "--json"]).await;
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("history --json is JSON");
+    let events = json.as_array().expect("array");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["kind"], "device_appeared");
+    assert_eq!(events[0]["name"], "Phone");
+    assert_eq!(events[0]["account"], "default");
+    chrono::DateTime::parse_from_rfc3339(events[0]["at"].as_str().expect("at")).expect("RFC 3339");
+
+    let out = s.run(&["history", "--since", "0s"]).await;
+    assert!(stdout(&out).starts_with("Nothing happened"), "{}", stdout(&out));
+    let json: Value = serde_json::from_str(&stdout(&s.run(&["devices", "--json"]).await)).expect("json");
+    let laptop =
+        json.as_array().expect("array").iter().find(|d| d["name"] == "Laptop").expect("laptop").clone();
+    assert_eq!(laptop["label"], "Work laptop");
+    assert_eq!(laptop["trusted"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_are_generated_for_each_shell() {
+    let s = Sandbox::new().await;
+    for (shell, marker) in
+        [("bash", "_spotguard()"), ("zsh", "#compdef spotguard"), ("fish", "complete -c spotguard")]
+    {
+        let out = s.run(&["completions", shell]).await;
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains(marker), "{shell}: {}", &text[..text.len().min(200)]);
+        assert!(text.contains("history"), "{shell} knows the subcommands");
+    }
+}

@@ -31,6 +31,20 @@ enum Action {
         /// The device's id, an id prefix (4+ characters), or its name
         device: String,
     },
+    /// Take trust back: the device is alerted on again like any unknown one
+    #[command(after_help = "Example: spotguard devices untrust \"Old laptop\"")]
+    Untrust {
+        /// The device's id, an id prefix (4+ characters), or its name
+        device: String,
+    },
+    /// Give a device your own label, shown in listings (no LABEL clears it)
+    #[command(after_help = "Example: spotguard devices label 3f2a \"Anna's phone\"")]
+    Label {
+        /// The device's id, an id prefix (4+ characters), or its name
+        device: String,
+        /// The label
+        label: Option<String>,
+    },
     /// Forget a device: if it comes back, it is new and untrusted again
     #[command(after_help = "Example: spotguard devices forget 3f2a")]
     Forget {
@@ -81,6 +95,27 @@ impl Cmd {
                     format!("Trusted {} ({}).", name(&d.name), name(&d.kind))
                 } else {
                     format!("{} ({}) was already trusted.", name(&d.name), name(&d.kind))
+                });
+            }
+            Some(Action::Untrust { device }) => {
+                let d = resolve(&ctx, account, &device).await?;
+                let key = d.key;
+                let changed = ctx.store.call(move |s| s.untrust(key)).await?;
+                say(&if changed {
+                    format!("{} ({}) is no longer trusted.", name(&d.name), name(&d.kind))
+                } else {
+                    format!("{} ({}) was not trusted.", name(&d.name), name(&d.kind))
+                });
+            }
+            Some(Action::Label { device, label }) => {
+                let d = resolve(&ctx, account, &device).await?;
+                let key = d.key;
+                let text = label.as_deref().map(|l| crate::text::clean(l, crate::text::MAX_NAME_CHARS));
+                let stored = text.clone();
+                ctx.store.call(move |s| s.label(key, stored.as_deref())).await?;
+                say(&match text {
+                    Some(l) => format!("{} ({}) is now labelled {:?}.", name(&d.name), name(&d.kind), l),
+                    None => format!("{} ({}) has no label now.", name(&d.name), name(&d.kind)),
                 });
             }
             Some(Action::Forget { device }) => {
@@ -180,8 +215,12 @@ pub(super) fn print_table(rows: &[DeviceRow], account: &str) {
                 ago(d.last_seen, now),
                 if d.online { "yes" } else { "" }.to_string(),
                 d.id.as_deref().map(|i| name(&i.chars().take(12).collect::<String>())).unwrap_or_default(),
+                d.label.as_deref().map(name).unwrap_or_default(),
             ]
         })
         .collect();
-    println!("{}", table(&["NAME", "TYPE", "TRUSTED", "FIRST SEEN", "LAST SEEN", "ONLINE", "ID"], &body));
+    println!(
+        "{}",
+        table(&["NAME", "TYPE", "TRUSTED", "FIRST SEEN", "LAST SEEN", "ONLINE", "ID", "LABEL"], &body)
+    );
 }

@@ -9,6 +9,7 @@ mod demo;
 mod devices;
 mod fake_server;
 mod format;
+mod history;
 mod login;
 mod run;
 mod service;
@@ -61,6 +62,19 @@ pub enum Command {
     /// List the devices seen on the account, or trust or forget one
     #[command(after_help = "Examples:\n  spotguard devices\n  spotguard devices trust \"Kitchen speaker\"")]
     Devices(devices::Cmd),
+    /// Show what happened while you were away: alerts, trust, logins, newest first
+    #[command(
+        after_help = "Examples:\n  spotguard history\n  spotguard history --since 30d --device \"Galaxy S24\" --json"
+    )]
+    History(history::Cmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Example: spotguard completions bash > ~/.local/share/bash-completion/completions/spotguard"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// Log in to Spotify (OAuth2 with PKCE) so spotguard can watch an account
     #[command(after_help = "Examples:\n  spotguard login\n  spotguard login --account kid --no-browser")]
     Login(login::Cmd),
@@ -84,6 +98,12 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(cmd) => cmd.run().await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "spotguard", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History(cmd) => cmd.run(context(cli.config)?).await,
         Command::FakeSpotify(cmd) => cmd.run().await,
         Command::Run(cmd) => cmd.run(context(cli.config)?).await,
         Command::Check(cmd) => cmd.run(context(cli.config)?).await,

@@ -338,6 +338,22 @@ impl Store {
         Ok(rows)
     }
 
+    /// Takes trust back: the device is alerted on again like any unknown one.
+    pub fn untrust(&mut self, key: DeviceKey) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE devices SET trusted = 0, trusted_at = NULL, trusted_by = NULL, alerted_at = NULL
+             WHERE id = ?1 AND trusted = 1 AND forgotten_at IS NULL",
+            [key],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Sets (or with `None` clears) the person's own label for a device.
+    pub fn label(&mut self, key: DeviceKey, label: Option<&str>) -> Result<bool, StoreError> {
+        let n = self.conn.execute("UPDATE devices SET label = ?2 WHERE id = ?1", params![key, label])?;
+        Ok(n == 1)
+    }
+
     /// Trusts a device and records who did. Returns false if it was already trusted.
     pub fn trust(&mut self, key: DeviceKey, by: TrustedBy, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
@@ -419,6 +435,26 @@ impl Store {
         )?;
         let rows =
             stmt.query_map(params![account, limit as i64], event_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(parse_event).collect()
+    }
+
+    /// Events since `since`, newest first, optionally of one account and one device.
+    pub fn history(
+        &self,
+        since: DateTime<Utc>,
+        account: Option<AccountId>,
+        device: Option<DeviceKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.id, a.name, e.device_id, e.at, e.details, e.attempts
+             FROM events e JOIN accounts a ON a.id = e.account_id
+             WHERE e.at >= ?1 AND (?2 IS NULL OR e.account_id = ?2) AND (?3 IS NULL OR e.device_id = ?3)
+             ORDER BY e.at DESC, e.id DESC LIMIT ?4",
+        )?;
+        let rows = stmt
+            .query_map(params![ms(since), account, device, limit as i64], event_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(parse_event).collect()
     }
 

@@ -280,3 +280,35 @@ fn two_openers_of_a_new_database_migrate_it_once() {
     let v: u32 = store.conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("pragma");
     assert_eq!(v as usize, MIGRATIONS.len());
 }
+
+#[test]
+fn history_filters_by_time_account_and_device_newest_first() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    let b = store.account("kid", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    poll(&mut store, b, t(10), vec![dev("y", "Tablet")]);
+    let phone = store.devices(a, false).expect("devices")[0].key;
+    store.trust(phone, TrustedBy::Cli, t(20)).expect("trust");
+    let all = store.history(t(0), None, None, 100).expect("history");
+    let kinds: Vec<&str> = all.iter().map(|e| e.event.kind()).collect();
+    assert_eq!(kinds, ["device_trusted", "device_appeared", "device_appeared"], "newest first");
+    assert_eq!(store.history(t(5), None, None, 100).expect("since").len(), 2);
+    assert_eq!(store.history(t(0), Some(b), None, 100).expect("account")[0].account, "kid");
+    assert_eq!(store.history(t(0), None, Some(phone), 100).expect("device").len(), 2);
+}
+
+#[test]
+fn untrust_and_label() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    let key = store.devices(a, false).expect("devices")[0].key;
+    assert!(!store.untrust(key).expect("not trusted yet"));
+    store.trust(key, TrustedBy::Cli, t(1)).expect("trust");
+    assert!(store.untrust(key).expect("untrust"));
+    // Untrusted again, and its alert bound reset: the next poll alerts.
+    assert_eq!(poll(&mut store, a, t(2), vec![dev("x", "Phone")]).len(), 1);
+    assert!(store.label(key, Some("Anna's phone")).expect("label"));
+    assert_eq!(store.devices(a, false).expect("devices")[0].label.as_deref(), Some("Anna's phone"));
+}
