@@ -112,11 +112,19 @@ pub struct ScheduleSection {
 }
 
 /// `[storage]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     /// The SQLite file; tokens are kept in `tokens/` beside it. Default: the data dir.
     pub database: Option<PathBuf>,
+    /// Events and presence older than this are deleted, so the database stays small for years.
+    pub keep_events: HumanDuration,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self { database: None, keep_events: HumanDuration(Duration::from_secs(400 * 86_400)) }
+    }
 }
 
 /// `[alerts]`
@@ -285,6 +293,9 @@ impl Config {
             if a.device_limit == Some(0) {
                 return Err(invalid("accounts.device_limit", "the limit must be 1 or more"));
             }
+        }
+        if self.storage.keep_events.0 < Duration::from_secs(86_400) {
+            return Err(invalid("storage.keep_events", "keep at least a day of history, e.g. \"400d\""));
         }
         if self.alerts.device_limit == 0 {
             return Err(invalid("alerts.device_limit", "the limit must be 1 or more"));

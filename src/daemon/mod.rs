@@ -192,6 +192,7 @@ struct Generation {
     stop: watch::Sender<bool>,
     loops: JoinSet<()>,
     actions: tokio::task::JoinHandle<()>,
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl Generation {
@@ -215,6 +216,7 @@ impl Generation {
             tracing::error!("cannot deliver pending alerts: {e}");
         }
         let actions = tokio::spawn(handle_actions(ctx.clone(), invoked_rx));
+        let housekeeping = tokio::spawn(prune_daily(ctx.clone()));
         let (clock, ticks) = Clock::start(&schedule, accounts.len()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let mut loops = JoinSet::new();
@@ -228,7 +230,7 @@ impl Generation {
             let shared = Shared { dispatcher: dispatcher.clone(), liveness: liveness.clone() };
             loops.spawn(account_loop(ctx.clone(), shared, account, ticks, stop_rx.clone()));
         }
-        Ok(Generation { accounts: count, clock, stop, loops, actions })
+        Ok(Generation { accounts: count, clock, stop, loops, actions, housekeeping })
     }
 
     /// Stops scheduling and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
@@ -243,6 +245,23 @@ impl Generation {
             self.loops.shutdown().await;
         }
         self.actions.abort();
+        self.housekeeping.abort();
+    }
+}
+
+/// Deletes history older than `storage.keep_events`: at start, then once a day.
+async fn prune_daily(ctx: Context) {
+    let keep =
+        chrono::Duration::from_std(ctx.config.storage.keep_events.0).unwrap_or(chrono::Duration::days(400));
+    let mut day = tokio::time::interval(Duration::from_secs(86_400));
+    day.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        day.tick().await;
+        match ctx.store.call(move |s| s.prune(Utc::now() - keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "old history deleted"),
+            Err(e) => tracing::warn!("cannot delete old history: {e}"),
+        }
     }
 }
 

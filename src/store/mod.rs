@@ -543,6 +543,17 @@ impl Store {
         Ok(id)
     }
 
+    /// Deletes events and presence intervals that ended before `before`. Devices stay: their
+    /// trust must outlive any retention window. Returns the rows deleted.
+    pub fn prune(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let events =
+            tx.execute("DELETE FROM events WHERE at < ?1 AND delivered_at IS NOT NULL", [ms(before)])?;
+        let presence = tx.execute("DELETE FROM presence WHERE ended_at < ?1", [ms(before)])?;
+        tx.commit()?;
+        Ok(events + presence)
+    }
+
     /// Counts of rows per table, for tests and the benchmark: proves storage does not grow
     /// with polls.
     pub fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {

@@ -312,3 +312,19 @@ fn untrust_and_label() {
     assert!(store.label(key, Some("Anna's phone")).expect("label"));
     assert_eq!(store.devices(a, false).expect("devices")[0].label.as_deref(), Some("Anna's phone"));
 }
+
+#[test]
+fn prune_drops_old_history_but_keeps_devices_and_undelivered_alerts() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    let ids = poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    poll(&mut store, a, t(10), vec![]);
+    poll(&mut store, a, t(20), vec![dev("y", "Tablet")]);
+    // The first alert was never delivered: it must survive until it is.
+    assert_eq!(store.prune(t(15)).expect("prune"), 1, "only the old presence interval");
+    store.mark_delivered(ids[0], t(16)).expect("delivered");
+    assert_eq!(store.prune(t(15)).expect("prune"), 1, "now the old event too");
+    assert_eq!(count(&store, "devices"), 2, "devices and their trust stay");
+    assert_eq!(count(&store, "events"), 1);
+    assert_eq!(count(&store, "presence"), 1);
+}
