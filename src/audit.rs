@@ -28,6 +28,10 @@
 //! - A device known by its id under another name is recorded as renamed (quietly).
 //! - When the distinct devices seen within 30 days reach `device_limit`, one alert, then
 //!   none until a full window has passed.
+//! - The first look at an account (no device ever recorded) trusts nothing, since an
+//!   intruder's device may be among them, and raises one summary instead of an alert per
+//!   device. Those devices count as alerted now; a device already playing still gets its
+//!   critical alert.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -67,6 +71,8 @@ pub struct Known {
     pub seen_in_window: Vec<DeviceKey>,
     /// The last device-limit alert.
     pub limit_alerted_at: Option<DateTime<Utc>>,
+    /// No device was ever recorded for the account: this is its first look.
+    pub first_run: bool,
 }
 
 /// What one successful poll saw.
@@ -182,6 +188,9 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                         private_session: seen.device.is_private_session,
                     },
                 });
+            } else if known.first_run {
+                // Reported in the one summary below.
+                seen.alerted = true;
             } else if due(record.and_then(|r| r.alerted_at)) {
                 seen.alerted = true;
                 plan.events.push(PlannedEvent {
@@ -197,6 +206,15 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
         plan.seen.push(seen);
     }
 
+    if known.first_run && !plan.seen.is_empty() {
+        plan.events.push(PlannedEvent {
+            seen: None,
+            event: Event::FirstRun {
+                count: u32::try_from(plan.seen.len()).unwrap_or(u32::MAX),
+                names: plan.seen.iter().take(10).map(|s| s.device.name.clone()).collect(),
+            },
+        });
+    }
     let count = distinct_in_window(known, &plan);
     let window = chrono::Duration::days(i64::from(LIMIT_WINDOW_DAYS));
     let limit_due = known.limit_alerted_at.is_none_or(|t| now.signed_duration_since(t) >= window);
@@ -519,7 +537,8 @@ mod tests {
     fn device_limit_alerts_once_per_window() {
         let devices: Vec<KnownDevice> =
             (1..=5).map(|i| known(i, &[&format!("id{i}")], &format!("D{i}"), "Computer", true)).collect();
-        let k = Known { seen_in_window: (1..=5).collect(), devices, limit_alerted_at: None };
+        let k =
+            Known { seen_in_window: (1..=5).collect(), devices, limit_alerted_at: None, first_run: false };
         // Five seen in the window and five now: below the limit of six.
         let five: Vec<Device> =
             (1..=5).map(|i| dev(Some(&format!("id{i}")), &format!("D{i}"), "Computer")).collect();
@@ -544,6 +563,33 @@ mod tests {
         assert!(plan.limit_alerted);
         let plan = evaluate(&k, &snap(vec![]), &policy(), t(0));
         assert!(!plan.limit_alerted, "five is below six");
+    }
+
+    #[test]
+    fn the_first_look_raises_one_summary_and_trusts_nothing() {
+        let k = Known { first_run: true, ..Known::default() };
+        let s = snap(vec![dev(Some("a"), "Laptop", "Computer"), dev(Some("b"), "Phone", "Smartphone")]);
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert_eq!(kinds(&plan), ["first_run"]);
+        assert_eq!(
+            plan.events[0].event,
+            Event::FirstRun { count: 2, names: vec!["Laptop".into(), "Phone".into()] }
+        );
+        assert!(plan.seen.iter().all(|s| s.alerted && s.target == Target::New));
+        assert!(!plan.all_trusted(&k));
+        // Nothing online: nothing to say yet.
+        assert!(evaluate(&k, &snap(vec![]), &policy(), t(0)).events.is_empty());
+    }
+
+    #[test]
+    fn a_device_playing_at_the_first_look_still_gets_its_critical_alert() {
+        let k = Known { first_run: true, ..Known::default() };
+        let d = Device { is_active: true, ..dev(Some("x"), "Speaker", "Speaker") };
+        let s = Snapshot {
+            devices: vec![d.clone(), dev(Some("y"), "Laptop", "Computer")],
+            playback: Some(playing(d, "Song")),
+        };
+        assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(0))), ["unknown_playing", "first_run"]);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum Urgency {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
+    /// The account's first successful poll found devices: one summary instead of one alert
+    /// per device. They stay untrusted until the person reviews them.
+    FirstRun { count: u32, names: Vec<String> },
     /// A device that is not trusted is online, and was not alerted within `realert_after`.
     DeviceAppeared { name: String, device_type: String, spotify_id: Option<String> },
     /// A device that is not trusted is playing.
@@ -52,6 +55,7 @@ impl Event {
     /// The stable name stored in the `kind` column.
     pub fn kind(&self) -> &'static str {
         match self {
+            Event::FirstRun { .. } => "first_run",
             Event::DeviceAppeared { .. } => "device_appeared",
             Event::UnknownPlaying { .. } => "unknown_playing",
             Event::DeviceRenamed { .. } => "device_renamed",
@@ -68,9 +72,10 @@ impl Event {
         match self {
             // The watcher is blind until the person logs in again: it must not time out.
             Event::UnknownPlaying { .. } | Event::AccessLost { .. } => Urgency::Critical,
-            Event::DeviceAppeared { .. } | Event::DeviceLimit { .. } | Event::LoginExpiring { .. } => {
-                Urgency::Normal
-            }
+            Event::FirstRun { .. }
+            | Event::DeviceAppeared { .. }
+            | Event::DeviceLimit { .. }
+            | Event::LoginExpiring { .. } => Urgency::Normal,
             Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } | Event::LoggedIn { .. } => {
                 Urgency::Quiet
             }
@@ -81,6 +86,12 @@ impl Event {
     /// terminal or a notification sanitise them for that medium.
     pub fn describe(&self) -> String {
         match self {
+            Event::FirstRun { count, names } => {
+                format!(
+                    "first look at the account: {count} device(s) online ({}); review them",
+                    names.join(", ")
+                )
+            }
             Event::DeviceAppeared { name, device_type, .. } => {
                 format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is online")
             }

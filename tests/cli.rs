@@ -25,7 +25,7 @@ async fn check_exits_3_on_untrusted_and_0_once_trusted() {
     let json: Value = serde_json::from_str(&stdout(&out)).expect("check --json is JSON");
     assert_eq!(json["devices"][0]["name"], "Laptop");
     assert_eq!(json["devices"][0]["trusted"], false);
-    assert_eq!(json["would_alert"][0]["kind"], "device_appeared");
+    assert_eq!(json["would_alert"][0]["kind"], "first_run", "the first look is one summary");
     // check records nothing: the device is not on record yet, so it cannot be trusted.
     let out = s.run(&["devices", "trust", "Laptop"]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -198,40 +198,53 @@ async fn demo_runs_without_an_account_and_shows_the_story() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn history_untrust_and_label_over_the_cli() {
+async fn first_run_review_history_untrust_and_label_over_the_cli() {
     let s = Sandbox::new().await;
     s.spotify.set_devices(vec![laptop(), phone()]);
-    let mut d = s.spawn_daemon(&[]);
-    s.wait_for_store("two devices recorded", Duration::from_secs(10), |st| {
-        st.row_counts().expect("counts").iter().any(|(t, n)| *t == "devices" && *n == 2)
-    })
-    .await;
-    d.signal("TERM");
-    d.wait(Duration::from_secs(10)).await;
-    assert!(s.run(&["devices", "trust", "Laptop"]).await.status.success());
+    let run_daemon = || async {
+        let mut d = s.spawn_daemon(&[]);
+        let polls = s.spotify.request_count("/v1/me/player/devices");
+        s.wait_for_polls(polls + 2, Duration::from_secs(10)).await;
+        d.signal("TERM");
+        assert!(d.wait(Duration::from_secs(10)).await.success());
+    };
+    run_daemon().await;
+    // The first look: one summary, nothing trusted.
+    let out = s.run(&["history", "--json"]).await;
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("history --json is JSON");
+    let events = json.as_array().expect("array");
+    assert_eq!(events.len(), 1, "{json}");
+    assert_eq!(events[0]["kind"], "first_run");
+    assert_eq!(events[0]["count"], 2);
+    assert_eq!(events[0]["account"], "default");
+    chrono::DateTime::parse_from_rfc3339(events[0]["at"].as_str().expect("at")).expect("RFC 3339");
+
+    // The review: trust --all prints them, then trusts them.
+    let out = s.run(&["devices", "trust", "--all"]).await;
+    let text = stdout(&out);
+    assert!(text.starts_with("Trusting 2 device(s)"), "{text}");
+    assert!(text.contains("  Laptop (Computer)") && text.contains("  Phone (Smartphone)"), "{text}");
+    assert_eq!(s.run(&["check"]).await.status.code(), Some(0), "all trusted now");
+    let again = stdout(&s.run(&["devices", "trust", "--all"]).await);
+    assert!(again.starts_with("No untrusted device"), "{again}");
+
     let out = s.run(&["devices", "label", "laptop-id", "Work laptop"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let out = s.run(&["devices", "untrust", "Laptop"]).await;
     assert_eq!(stdout(&out), "Laptop (Computer) is no longer trusted.\n");
+    run_daemon().await;
 
-    let out = s.run(&["history"]).await;
-    let text = stdout(&out);
+    let text = stdout(&s.run(&["history"]).await);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].contains("device \u{201c}Laptop\u{201d} trusted from the command line"), "{text}");
-    assert!(lines[1].contains("is online") && lines[2].contains("is online"), "{text}");
-
-    let out = s.run(&["history", "--device", "Phone", "--json"]).await;
-    let json: Value = serde_json::from_str(&stdout(&out)).expect("history --json is JSON");
-    let events = json.as_array().expect("array");
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["kind"], "device_appeared");
-    assert_eq!(events[0]["name"], "Phone");
-    assert_eq!(events[0]["account"], "default");
-    chrono::DateTime::parse_from_rfc3339(events[0]["at"].as_str().expect("at")).expect("RFC 3339");
-
-    let out = s.run(&["history", "--since", "0s"]).await;
-    assert!(stdout(&out).starts_with("Nothing happened"), "{}", stdout(&out));
+    assert!(lines[0].contains("unknown device \u{201c}Laptop\u{201d} (Computer) is online"), "{text}");
+    assert!(text.contains("device \u{201c}Phone\u{201d} trusted from the command line"), "{text}");
+    assert!(lines.last().is_some_and(|l| l.contains("first look at the account: 2 device(s)")), "{text}");
+    let out = s.run(&["history", "--device", "Laptop", "--json"]).await;
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let kinds: Vec<&str> =
+        json.as_array().expect("array").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["device_appeared", "device_trusted"], "only the laptop's, newest first");
+    assert!(stdout(&s.run(&["history", "--since", "0s"]).await).starts_with("Nothing happened"));
     let json: Value = serde_json::from_str(&stdout(&s.run(&["devices", "--json"]).await)).expect("json");
     let laptop =
         json.as_array().expect("array").iter().find(|d| d["name"] == "Laptop").expect("laptop").clone();

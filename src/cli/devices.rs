@@ -25,11 +25,17 @@ pub struct Cmd {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Trust a device: it will not be alerted on again
-    #[command(after_help = "Example: spotguard devices trust \"Kitchen speaker\"")]
+    /// Trust a device: it will not be alerted on again (--all: every device online now)
+    #[command(
+        after_help = "Examples:\n  spotguard devices trust \"Kitchen speaker\"\n  spotguard devices trust --all"
+    )]
     Trust {
         /// The device's id, an id prefix (4+ characters), or its name
-        device: String,
+        #[arg(required_unless_present = "all")]
+        device: Option<String>,
+        /// Trust every untrusted device Spotify listed at the last poll, after printing them
+        #[arg(long, conflicts_with = "device")]
+        all: bool,
     },
     /// Take trust back: the device is alerted on again like any unknown one
     #[command(after_help = "Example: spotguard devices untrust \"Old laptop\"")]
@@ -87,7 +93,32 @@ impl Cmd {
                     print_table(&rows, &account_name);
                 }
             }
-            Some(Action::Trust { device }) => {
+            Some(Action::Trust { all: true, .. }) => {
+                let rows = match account {
+                    Some(a) => ctx.store.call(move |s| s.devices(a, false)).await?,
+                    None => Vec::new(),
+                };
+                let online: Vec<DeviceRow> = rows.into_iter().filter(|d| d.online && !d.trusted).collect();
+                if online.is_empty() {
+                    say("No untrusted device was online at the last poll; nothing to trust.");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                say(&format!("Trusting {} device(s) Spotify listed at the last poll:", online.len()));
+                for d in &online {
+                    say(&format!("  {} ({})", name(&d.name), name(&d.kind)));
+                }
+                let keys: Vec<i64> = online.iter().map(|d| d.key).collect();
+                ctx.store
+                    .call(move |s| {
+                        for k in keys {
+                            s.trust(k, TrustedBy::Cli, Utc::now())?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
+            Some(Action::Trust { device, .. }) => {
+                let device = device.unwrap_or_default();
                 let d = resolve(&ctx, account, &device).await?;
                 let key = d.key;
                 let changed = ctx.store.call(move |s| s.trust(key, TrustedBy::Cli, Utc::now())).await?;

@@ -73,6 +73,19 @@ pub fn render(
         (action::APPS, "Review app access"),
     ];
     let (summary, mut body, actions) = match event {
+        Event::FirstRun { count, names } => (
+            format!("spotguard found {count} device(s) on your Spotify account{on}"),
+            format!(
+                "{}. None is trusted yet: any could be someone else's. Review them with `spotguard devices`, \
+                 then trust yours (`spotguard devices trust --all` if they all are).",
+                names.iter().map(|n| bold(n)).collect::<Vec<_>>().join(", ")
+            ),
+            vec![
+                (action::DEFAULT, "Sign out everywhere"),
+                (action::SIGN_OUT, "Sign out everywhere"),
+                (action::APPS, "Review app access"),
+            ],
+        ),
         Event::DeviceAppeared { name, device_type, .. } => (
             format!("Unknown device on your Spotify account{on}"),
             format!(

@@ -238,7 +238,12 @@ impl Store {
                 r.get::<_, Option<i64>>(0)
             })?
             .map(time);
-        Ok(Known { devices, seen_in_window, limit_alerted_at })
+        let first_run = !self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE account_id = ?1)",
+            [account],
+            |r| r.get::<_, bool>(0),
+        )?;
+        Ok(Known { devices, seen_in_window, limit_alerted_at, first_run })
     }
 
     /// Applies one successful poll's plan in one transaction; returns the new events' ids.

@@ -129,7 +129,7 @@ fn outbox_lists_until_marked_delivered() {
     let pending = store.undelivered(10).expect("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].account, "default");
-    assert!(matches!(pending[0].event, Event::DeviceAppeared { ref name, .. } if name == "Phone"));
+    assert!(matches!(pending[0].event, Event::FirstRun { ref names, .. } if names == &["Phone".to_string()]));
     store.note_attempt(ids[0]).expect("attempt");
     assert_eq!(store.undelivered(10).expect("pending")[0].attempts, 1);
     store.mark_delivered(ids[0], t(0)).expect("mark");
@@ -292,10 +292,10 @@ fn history_filters_by_time_account_and_device_newest_first() {
     store.trust(phone, TrustedBy::Cli, t(20)).expect("trust");
     let all = store.history(t(0), None, None, 100).expect("history");
     let kinds: Vec<&str> = all.iter().map(|e| e.event.kind()).collect();
-    assert_eq!(kinds, ["device_trusted", "device_appeared", "device_appeared"], "newest first");
+    assert_eq!(kinds, ["device_trusted", "first_run", "first_run"], "newest first");
     assert_eq!(store.history(t(5), None, None, 100).expect("since").len(), 2);
     assert_eq!(store.history(t(0), Some(b), None, 100).expect("account")[0].account, "kid");
-    assert_eq!(store.history(t(0), None, Some(phone), 100).expect("device").len(), 2);
+    assert_eq!(store.history(t(0), None, Some(phone), 100).expect("device").len(), 1);
 }
 
 #[test]
@@ -327,4 +327,21 @@ fn prune_drops_old_history_but_keeps_devices_and_undelivered_alerts() {
     assert_eq!(count(&store, "devices"), 2, "devices and their trust stay");
     assert_eq!(count(&store, "events"), 1);
     assert_eq!(count(&store, "presence"), 1);
+}
+
+#[test]
+fn only_the_first_look_is_a_first_run() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    assert!(store.load_known(a, t(0)).expect("known").first_run);
+    poll(&mut store, a, t(0), vec![]);
+    assert!(store.load_known(a, t(1)).expect("known").first_run, "seeing nothing reviews nothing");
+    poll(&mut store, a, t(1), vec![dev("x", "Phone")]);
+    assert!(!store.load_known(a, t(2)).expect("known").first_run);
+    let kinds: Vec<&str> =
+        store.history(t(0), None, None, 10).expect("h").iter().map(|e| e.event.kind()).collect();
+    assert_eq!(kinds, ["first_run"]);
+    // The next new device is alerted on its own.
+    poll(&mut store, a, t(2), vec![dev("x", "Phone"), dev("y", "Tablet")]);
+    assert_eq!(store.history(t(2), None, None, 10).expect("h")[0].event.kind(), "device_appeared");
 }

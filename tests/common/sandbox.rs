@@ -145,6 +145,31 @@ impl Sandbox {
         Daemon { child: cmd.spawn().expect("spotguard run starts"), log }
     }
 
+    /// Records one reviewed, trusted device, as after a first run the person went through:
+    /// from then on every new device is alerted on its own (not summarised).
+    pub fn seed_reviewed(&self) {
+        use spotguard::audit::{Policy, Snapshot, evaluate};
+        let mut store = self.store();
+        let now = chrono::Utc::now();
+        let account = store.account("default", now).expect("account");
+        let known = store.load_known(account, now).expect("known");
+        let seen = spotguard::spotify::Device {
+            id: Some("reviewed-0".into()),
+            name: "Reviewed laptop".into(),
+            kind: "Computer".into(),
+            ..Default::default()
+        };
+        let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 6 };
+        let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
+        store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
+        for d in store.devices(account, false).expect("devices") {
+            store.trust(d.key, spotguard::event::TrustedBy::Cli, now).expect("trust");
+        }
+        for e in store.undelivered(100).expect("outbox") {
+            store.mark_delivered(e.id, now).expect("delivered");
+        }
+    }
+
     /// Opens the database the binary writes (WAL: safe beside a running daemon).
     pub fn store(&self) -> Store {
         Store::open(&self.db_path()).expect("open the sandbox database")
