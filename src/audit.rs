@@ -19,6 +19,12 @@
 //! online at once the copy cannot claim the record (rule 2) and is flagged as unknown.
 //! The alternative, alerting on every id rotation, buries the person in false alarms.
 //!
+//! # What cannot be seen
+//! The poller asks for playback only when a listed device is active (one request per idle
+//! poll). A restricted device that plays while missing from the device list is found only
+//! when playback is fetched for another reason; the rules handle it then (see
+//! `observed_devices`), but the steady state does not look for it.
+//!
 //! # Alerts
 //! - An untrusted device that is online is alerted unless it was alerted within
 //!   `realert_after`: a device that flickers off and on (idle and paused devices drop out of

@@ -163,3 +163,34 @@ async fn no_secret_in_trace_logs() {
     assert!(!log.contains(TOKEN), "the access token leaked into the log");
     assert!(!log.contains("test-refresh-token"), "the refresh token leaked into the log");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_wait_survives_a_restart() {
+    let s = Sandbox::new().await;
+    s.spotify.push_fault(Fault::RateLimited { retry_after_secs: 60, quota: false });
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, Duration::from_secs(10)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    let mut again = s.spawn_daemon(&[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.spotify.request_count(DEVICES), 1, "the restarted daemon still waits for Retry-After");
+    again.signal("TERM");
+    again.wait(Duration::from_secs(10)).await;
+    assert!(again.log_text().contains("Spotify asked to wait; next poll in"), "{}", again.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_made_while_the_daemon_runs_is_picked_up_at_the_next_tick() {
+    let s = Sandbox::new().await;
+    assert!(s.tokens().remove("default").expect("remove"));
+    let mut d = s.spawn_daemon(&[]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(s.spotify.request_count(DEVICES), 0, "no token, no request");
+    s.tokens().save("default", &common::sandbox::token_set(TOKEN)).expect("login");
+    s.wait_for_polls(1, Duration::from_secs(5)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    let log = d.log_text();
+    assert_eq!(log.matches("is not logged in").count(), 1, "said once, not per tick:\n{log}");
+}

@@ -226,3 +226,24 @@ async fn an_alert_committed_but_not_shown_is_shown_after_a_restart() {
     assert_eq!(server.notifications().len(), 1);
     assert!(s.store().undelivered(10).expect("outbox").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buttons_still_work_after_a_reload() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = reviewed_desktop_sandbox().await;
+    s.spotify.set_devices(vec![fake::device("r-1", "Stranger", "Computer", false)]);
+    let mut d = start(&s, &bus);
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    server.wait_until_subscribed(n.id, WAIT).await;
+    d.signal("HUP");
+    let start = std::time::Instant::now();
+    while !d.log_text().contains("configuration reloaded") {
+        assert!(start.elapsed() < WAIT, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.invoke_action(n.id, "sign-out").await;
+    assert_eq!(opened(&s, 1).await, [SIGN_OUT], "the click made before the reload is still carried out");
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+}

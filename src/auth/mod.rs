@@ -70,7 +70,9 @@ pub const TOKEN_FILE_VERSION: u32 = 1;
 /// Why tokens could not be read or written; each names the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("account {account} is not logged in (no tokens in {place}): run `spotguard login`")]
+    #[error(
+        "account {account} is not logged in (no tokens in {place}): run `spotguard login --account {account}`"
+    )]
     NotLoggedIn { account: String, place: String },
     #[error("token file {path} can be read by other users (mode {mode:o}); fix it with `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
@@ -97,8 +99,8 @@ impl TokenSet {
 
 /// Where token sets are kept: the 0600 files, the OS secret store, or (auto) the secret
 /// store where one answers and the files otherwise. In auto mode a save to the secret store
-/// removes the file copy, so there is one source of truth, and a file left from before is
-/// still read (and moved over at the next refresh).
+/// removes the file copy, so a file that exists is always the newest copy (a save that fell
+/// back to the file while the secret store was locked): auto reads the file first.
 #[derive(Debug, Clone)]
 pub enum TokenStore {
     Files(TokenFiles),
@@ -136,13 +138,15 @@ impl TokenStore {
                 place: "the OS secret store".into(),
             }),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Auto { keyring, files } => match keyring.load(account).await {
-                Ok(Some(t)) => Ok(t),
-                Ok(None) => files.load(account),
-                Err(e) => {
-                    tracing::debug!("secret store not used: {e}");
-                    files.load(account)
-                }
+            TokenStore::Auto { keyring, files } => match files.load(account) {
+                Err(AuthError::NotLoggedIn { .. }) => match keyring.load(account).await {
+                    Ok(Some(t)) => Ok(t),
+                    // No secret store here (headless): the file is where tokens would be.
+                    Ok(None) | Err(keyring::KeyringError::Unavailable(_)) => files.load(account),
+                    // A locked or failing store may well hold the tokens: say so.
+                    Err(e) => Err(e.into()),
+                },
+                other => other,
             },
         }
     }

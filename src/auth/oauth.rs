@@ -23,6 +23,8 @@ pub const SCOPES: &[&str] = &["user-read-playback-state"];
 
 /// Spotify says access tokens live an hour; used when an answer omits `expires_in`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// No access token is believed to live longer than this, whatever the answer says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
@@ -189,7 +191,7 @@ fn token_set(
     now: DateTime<Utc>,
     authorized_at: DateTime<Utc>,
 ) -> TokenSet {
-    let lifetime = answer.expires_in().unwrap_or(DEFAULT_LIFETIME);
+    let lifetime = answer.expires_in().unwrap_or(DEFAULT_LIFETIME).min(MAX_LIFETIME);
     TokenSet {
         version: TOKEN_FILE_VERSION,
         access_token: Secret::new(answer.access_token().secret().clone()),

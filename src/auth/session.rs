@@ -72,14 +72,25 @@ pub struct Session {
     store: TokenStore,
     /// `None` when no Client ID is configured: tokens then work until they expire.
     oauth: Option<OAuth>,
+    /// The token set in use. Held across a refresh so two callers never spend the same
+    /// single-use refresh token.
+    held: Mutex<Held>,
+}
+
+/// What the session holds between polls.
+#[derive(Debug, Default)]
+struct Held {
     /// The token set last read or written; `None` until the first use.
-    /// Held across a refresh so two callers never spend the same single-use refresh token.
-    current: Mutex<Option<TokenSet>>,
+    tokens: Option<TokenSet>,
+    /// A refresh succeeded but saving it failed (disk full, keyring locked): the store holds
+    /// a spent refresh token, so these tokens are the only good ones. They are used, and
+    /// saved again at each use until that works.
+    unsaved: bool,
 }
 
 impl Session {
     pub fn new(account: &str, store: TokenStore, oauth: Option<OAuth>) -> Session {
-        Session { account: account.to_string(), store, oauth, current: Mutex::new(None) }
+        Session { account: account.to_string(), store, oauth, held: Mutex::new(Held::default()) }
     }
 
     pub fn account(&self) -> &str {
@@ -93,32 +104,35 @@ impl Session {
 
     /// An access token valid for at least [`REFRESH_MARGIN`], refreshing if needed.
     pub async fn access(&self) -> Result<Access, SessionError> {
-        let mut current = self.current.lock().await;
-        if let Some(t) = current.as_ref().filter(|t| !expiring(t)) {
+        let mut held = self.held.lock().await;
+        self.retry_save(&mut held).await;
+        if let Some(t) = held.tokens.as_ref().filter(|t| !expiring(t)) {
             return Ok(Access::of(t));
         }
-        // First use, or time to refresh: the store may hold a newer login.
-        let tokens = self.store.load(&self.account).await?;
+        // First use, or time to refresh: the store may hold a newer login (unless it holds
+        // a spent token because the last save failed).
+        let tokens = match (&held.tokens, held.unsaved) {
+            (Some(t), true) => t.clone(),
+            _ => self.store.load(&self.account).await?,
+        };
         if !expiring(&tokens) {
             let access = Access::of(&tokens);
-            *current = Some(tokens);
+            held.tokens = Some(tokens);
             return Ok(access);
         }
-        match self.refresh(&tokens).await {
-            Ok(next) => {
-                let access = Access::of(&next);
-                *current = Some(next);
-                Ok(access)
-            }
+        match self.refresh(&tokens, &mut held).await {
+            Ok(access) => Ok(access),
             // The token endpoint is down but the token still works for a moment: use it.
             Err(e) if e.is_transient() && tokens.expires_at > Utc::now() => {
                 tracing::debug!(account = %self.account, "refresh failed ({e}); the current token still works");
                 let access = Access::of(&tokens);
-                *current = Some(tokens);
+                held.tokens = Some(tokens);
                 Ok(access)
             }
             Err(e) => {
-                *current = None;
+                if !held.unsaved {
+                    held.tokens = None;
+                }
                 Err(e)
             }
         }
@@ -127,23 +141,52 @@ impl Session {
     /// After Spotify refused `rejected` with a 401: a newer token if there is one (a login or
     /// another refresh happened), else one refresh.
     pub async fn after_unauthorized(&self, rejected: &Secret) -> Result<Access, SessionError> {
-        let mut current = self.current.lock().await;
-        *current = None;
-        let tokens = self.store.load(&self.account).await?;
-        let next = if &tokens.access_token != rejected { tokens } else { self.refresh(&tokens).await? };
-        let access = Access::of(&next);
-        *current = Some(next);
-        Ok(access)
+        let mut held = self.held.lock().await;
+        self.retry_save(&mut held).await;
+        let tokens = match (&held.tokens, held.unsaved) {
+            (Some(t), true) => t.clone(),
+            _ => self.store.load(&self.account).await?,
+        };
+        if &tokens.access_token != rejected {
+            let access = Access::of(&tokens);
+            held.tokens = Some(tokens);
+            return Ok(access);
+        }
+        self.refresh(&tokens, &mut held).await
     }
 
-    /// Refreshes `tokens` and saves the result; the caller holds `current`.
-    async fn refresh(&self, tokens: &TokenSet) -> Result<TokenSet, SessionError> {
+    /// Refreshes `tokens`, saves the result, and holds it.
+    async fn refresh(&self, tokens: &TokenSet, held: &mut Held) -> Result<Access, SessionError> {
         let oauth = self.oauth.as_ref().ok_or(SessionError::NoClientId)?;
         let next = oauth.refresh(tokens).await?;
         // Saved before use: the old refresh token is already spent.
-        self.store.save(&self.account, &next).await?;
+        held.unsaved = match self.store.save(&self.account, &next).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::error!(
+                    account = %self.account,
+                    "the refreshed tokens could not be saved ({e}); they are kept in memory and saved again at the next poll"
+                );
+                true
+            }
+        };
         tracing::debug!(account = %self.account, expires_at = %next.expires_at, "access token refreshed");
-        Ok(next)
+        let access = Access::of(&next);
+        held.tokens = Some(next);
+        Ok(access)
+    }
+
+    /// Saves tokens whose save failed before.
+    async fn retry_save(&self, held: &mut Held) {
+        if let (true, Some(t)) = (held.unsaved, &held.tokens) {
+            match self.store.save(&self.account, t).await {
+                Ok(()) => {
+                    held.unsaved = false;
+                    tracing::info!(account = %self.account, "the refreshed tokens are saved now");
+                }
+                Err(e) => tracing::debug!(account = %self.account, "saving the tokens failed again: {e}"),
+            }
+        }
     }
 }
 
@@ -279,5 +322,22 @@ mod tests {
         assert_eq!(now.token, login.access_token);
         assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
         assert_eq!(s.files.load("default").expect("load"), login, "the new login is intact");
+    }
+
+    #[tokio::test]
+    async fn refreshed_tokens_that_cannot_be_saved_are_kept_and_saved_later() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        let dir = s.files.path("default").expect("path").parent().expect("dir").to_path_buf();
+        // A directory where the atomic write puts its temp file: the save fails, even as root.
+        let blocker = dir.join(".default.json.tmp");
+        std::fs::create_dir(&blocker).expect("blocker");
+        let first = s.session.access().await.expect("refreshed, held in memory");
+        let again = s.session.access().await.expect("still usable");
+        assert_eq!(first.token, again.token, "no second refresh of a spent token");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        assert_ne!(s.files.load("default").expect("load").access_token, first.token, "not saved yet");
+        std::fs::remove_dir(&blocker).expect("unblock");
+        s.session.access().await.expect("saved now");
+        assert_eq!(s.files.load("default").expect("load").access_token, first.token);
     }
 }

@@ -82,7 +82,7 @@ impl Cmd {
             all_trusted: report.plan.all_trusted(&report.known),
         };
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
         } else {
             print_text(&out);
         }

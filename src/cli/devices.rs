@@ -21,6 +21,9 @@ pub struct Cmd {
     /// Include forgotten devices
     #[arg(long)]
     all: bool,
+    /// The account [default: the first configured]
+    #[arg(long, global = true, value_name = "NAME")]
+    account: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -77,9 +80,9 @@ struct DeviceJson<'a> {
 
 impl Cmd {
     pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
-        let account_name = ctx.account_names().remove(0);
-        let lookup = account_name.clone();
-        let account = ctx.store.call(move |s| s.find_account(&lookup)).await?;
+        let picked = super::pick_account(&ctx, self.account.as_deref()).await?;
+        let account_name = picked.name.clone();
+        let account = Some(picked.id);
         match self.action {
             None => {
                 let all = self.all;
@@ -218,7 +221,7 @@ fn print_json(rows: &[DeviceRow]) -> anyhow::Result<()> {
             forgotten: d.forgotten,
         })
         .collect();
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
     Ok(())
 }
 

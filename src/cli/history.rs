@@ -79,7 +79,7 @@ impl Cmd {
                     event: &e.event,
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
             return Ok(ExitCode::SUCCESS);
         }
         if events.is_empty() {

@@ -61,7 +61,7 @@ impl Cmd {
             });
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
         } else {
             for a in &out {
                 print_text(a);

@@ -24,8 +24,14 @@ pub const NEEDS_PERSON: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     Transient,
-    RateLimited { retry_after: Duration, quota: bool },
+    RateLimited {
+        retry_after: Duration,
+        quota: bool,
+    },
     NeedsPerson,
+    /// No tokens yet: reading the store costs nothing, so every tick looks again and a login
+    /// made while the daemon runs is picked up at the next tick.
+    NotLoggedIn,
 }
 
 /// The backoff state of one account.
@@ -61,9 +67,16 @@ impl Backoff {
                 wait.min(RATE_LIMIT_CAP)
             }
             Failure::NeedsPerson => NEEDS_PERSON,
+            Failure::NotLoggedIn => Duration::ZERO,
         };
         self.until = Some(now + wait);
         wait
+    }
+
+    /// Waits until `until` without counting a failure: a wait Spotify asked for before a
+    /// restart or a reload.
+    pub fn defer_until(&mut self, until: Instant) {
+        self.until = Some(until);
     }
 
     /// Records a success; returns how many failures it ends.

@@ -4,8 +4,9 @@
 //! did not show (crash recovery), then polls each account at once and on every tick. A loop
 //! never overlaps itself, skips ticks while backing off, and logs on state changes (failing,
 //! recovered), not on every poll. On shutdown it stops the clock and lets an in-flight poll
-//! finish within [`SHUTDOWN_GRACE`]; past that the task is dropped, and its transaction, if
-//! open, rolls back: nothing is ever half-written.
+//! finish within [`SHUTDOWN_GRACE`]; past that the task is dropped: a request in flight is
+//! abandoned, and a database write already under way completes whole or not at all (one
+//! SQLite transaction per poll): nothing is ever half-written.
 
 pub mod backoff;
 pub mod lock;
@@ -58,6 +59,10 @@ pub enum DaemonError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(
+        "an account's poll loop ended unexpectedly ({0}); exiting so the service manager restarts spotguard"
+    )]
+    LoopDied(String),
 }
 
 impl Context {
@@ -126,47 +131,64 @@ pub enum Control {
 pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Result<(), DaemonError> {
     let liveness = Arc::new(Liveness::default());
     let watchdog = tokio::spawn(supervisor::watchdog(liveness.clone()));
-    loop {
-        let generation = Generation::start(ctx.clone(), liveness.clone()).await?;
+    // Buttons outlive generations: a notification shown before a reload can still be clicked.
+    let (invoked_tx, invoked_rx) = mpsc::channel(16);
+    let (current, watched) = watch::channel(ctx.clone());
+    let actions = tokio::spawn(handle_actions(watched, invoked_rx));
+    let result = loop {
+        let mut generation = Generation::start(ctx.clone(), liveness.clone(), invoked_tx.clone()).await?;
         supervisor::ready(&format!(
             "watching {} account(s), polling {}",
             generation.accounts,
             ctx.config.schedule()
         ));
         let next = loop {
-            match control.recv().await {
-                None | Some(Control::Shutdown) => break None,
-                Some(Control::Reload) => {
-                    supervisor::reloading();
-                    match ctx.reloaded() {
-                        Ok(new) => break Some(new),
-                        Err(e) => {
-                            tracing::error!(
-                                "the changed configuration is refused; the old one stays in force: {e:#}"
-                            );
-                            supervisor::ready("reload refused: the old configuration stays in force");
+            tokio::select! {
+                c = control.recv() => match c {
+                    None | Some(Control::Shutdown) => break Ok(None),
+                    Some(Control::Reload) => {
+                        supervisor::reloading();
+                        match ctx.reloaded() {
+                            Ok(new) => break Ok(Some(new)),
+                            Err(e) => {
+                                tracing::error!("the changed configuration is refused; the old one stays in force: {e:#}");
+                                supervisor::ready("reload refused: the old configuration stays in force");
+                            }
                         }
                     }
+                },
+                // An account loop only ends when told to: one that ends on its own panicked.
+                Some(ended) = generation.loops.join_next() => {
+                    let why = match ended {
+                        Err(e) if e.is_panic() => "it panicked".to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(()) => "it stopped".to_string(),
+                    };
+                    break Err(DaemonError::LoopDied(why));
                 }
             }
         };
-        let reloading = next.is_some();
-        if !reloading {
+        if !matches!(next, Ok(Some(_))) {
             supervisor::stopping();
             tracing::info!("stopping");
         }
         generation.stop().await;
         match next {
-            Some(new) => {
+            Ok(Some(new)) => {
                 tracing::info!(config = %new.source.path().display(), "configuration reloaded");
                 ctx = new;
+                let _ = current.send(ctx.clone());
             }
-            None => break,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         }
-    }
+    };
+    actions.abort();
     watchdog.abort();
-    tracing::info!("stopped");
-    Ok(())
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
 }
 
 impl Context {
@@ -191,12 +213,15 @@ struct Generation {
     clock: Clock,
     stop: watch::Sender<bool>,
     loops: JoinSet<()>,
-    actions: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl Generation {
-    async fn start(ctx: Context, liveness: Arc<Liveness>) -> Result<Generation, DaemonError> {
+    async fn start(
+        ctx: Context,
+        liveness: Arc<Liveness>,
+        invoked_tx: mpsc::Sender<Invoked>,
+    ) -> Result<Generation, DaemonError> {
         let schedule = ctx.config.schedule();
         if let crate::config::Schedule::Every(every) = schedule
             && every < WARN_EVERY_BELOW
@@ -206,7 +231,6 @@ impl Generation {
             );
         }
         let accounts = ctx.accounts().await?;
-        let (invoked_tx, invoked_rx) = mpsc::channel(16);
         let desktop =
             ctx.config.notify.desktop.then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
         let dispatcher =
@@ -215,7 +239,6 @@ impl Generation {
         if let Err(e) = dispatcher.deliver_pending(&ctx.store).await {
             tracing::error!("cannot deliver pending alerts: {e}");
         }
-        let actions = tokio::spawn(handle_actions(ctx.clone(), invoked_rx));
         let housekeeping = tokio::spawn(prune_daily(ctx.clone()));
         let (clock, ticks) = Clock::start(&schedule, accounts.len()).await?;
         let (stop, stop_rx) = watch::channel(false);
@@ -230,7 +253,7 @@ impl Generation {
             let shared = Shared { dispatcher: dispatcher.clone(), liveness: liveness.clone() };
             loops.spawn(account_loop(ctx.clone(), shared, account, ticks, stop_rx.clone()));
         }
-        Ok(Generation { accounts: count, clock, stop, loops, actions, housekeeping })
+        Ok(Generation { accounts: count, clock, stop, loops, housekeeping })
     }
 
     /// Stops scheduling and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
@@ -241,10 +264,9 @@ impl Generation {
         let drained =
             tokio::time::timeout(SHUTDOWN_GRACE, async { while loops.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::warn!("a poll did not finish in time; it was rolled back");
+            tracing::warn!("a poll did not finish in time and was abandoned; nothing was half-written");
             self.loops.shutdown().await;
         }
-        self.actions.abort();
         self.housekeeping.abort();
     }
 }
@@ -288,13 +310,21 @@ async fn account_loop(
 ) {
     let session = ctx.session(&account.name);
     let mut state = LoopState { lost: lost_login(&ctx, &session, &account).await, ..LoopState::default() };
+    // A wait Spotify asked for outlives restarts and reloads: polling early gets longer bans.
+    let id = account.id;
+    if let Ok(Some(until)) = ctx.store.call(move |s| s.retry_at(id)).await
+        && let Ok(left) = (until - Utc::now()).to_std()
+    {
+        tracing::info!(account = %account.name, "Spotify asked to wait; next poll in {}", humantime::format_duration(Duration::from_secs(left.as_secs())));
+        state.backoff.defer_until(Instant::now() + left);
+    }
     if state.lost.is_some() {
         tracing::warn!(
             account = %account.name,
             "not watching: Spotify no longer accepts this login; run `spotguard login --account {}`",
             account.name
         );
-    } else {
+    } else if !state.backoff.blocked(Instant::now()) {
         let _busy = shared.liveness.polling(&account.name);
         poll_and_deliver(&ctx, &shared.dispatcher, &session, &account, &mut state).await;
     }
@@ -406,6 +436,10 @@ async fn poll_and_deliver(
             let ended = state.backoff.succeed();
             if ended > 0 {
                 tracing::info!(account = %account.name, "polling works again after {ended} failed polls");
+                let id = account.id;
+                if let Err(e) = ctx.store.call(move |s| s.set_retry_at(id, None)).await {
+                    tracing::error!("cannot clear the rate-limit wait: {e}");
+                }
             }
             state.last_error = None;
             tracing::debug!(
@@ -447,6 +481,13 @@ async fn poll_and_deliver(
         Err(e) => {
             let failure = e.failure();
             let wait = state.backoff.fail(failure, Instant::now(), fastrand::f64());
+            if let Failure::RateLimited { .. } = failure {
+                let (id, until) =
+                    (account.id, Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
+                if let Err(e) = ctx.store.call(move |s| s.set_retry_at(id, Some(until))).await {
+                    tracing::error!("cannot record the rate-limit wait: {e}");
+                }
+            }
             let message = e.to_string();
             let id = account.id;
             let stored = message.clone();
@@ -459,6 +500,10 @@ async fn poll_and_deliver(
                     (_, Failure::RateLimited { quota: true, .. }) => tracing::warn!(
                         account = %account.name,
                         "Spotify says this app's request quota is used up; polling pauses for {wait}"
+                    ),
+                    (_, Failure::NotLoggedIn) => tracing::error!(
+                        account = %account.name,
+                        "{message}; polling starts at the first tick after the login"
                     ),
                     (_, Failure::NeedsPerson) => {
                         tracing::error!(account = %account.name, "{message}; retrying in {wait}")
@@ -484,9 +529,10 @@ async fn poll_and_deliver(
     }
 }
 
-/// Carries out the buttons pressed on notifications.
-async fn handle_actions(ctx: Context, mut invoked: mpsc::Receiver<Invoked>) {
+/// Carries out the buttons pressed on notifications, with the configuration in force now.
+async fn handle_actions(current: watch::Receiver<Context>, mut invoked: mpsc::Receiver<Invoked>) {
     while let Some(inv) = invoked.recv().await {
+        let ctx = current.borrow().clone();
         tracing::info!(event = inv.event_id, action = %inv.action, "notification action");
         match inv.action.as_str() {
             action::DEFAULT | action::SIGN_OUT => {

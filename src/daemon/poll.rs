@@ -39,6 +39,9 @@ impl PollError {
             }
             PollError::Spotify(e) if e.is_transient() => Failure::Transient,
             PollError::Session(e) if e.is_transient() => Failure::Transient,
+            PollError::Session(SessionError::Auth(crate::auth::AuthError::NotLoggedIn { .. })) => {
+                Failure::NotLoggedIn
+            }
             PollError::Store(_) => Failure::Transient,
             PollError::Spotify(_) | PollError::Session(_) => Failure::NeedsPerson,
         }

@@ -60,13 +60,29 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers every undelivered event, oldest first.
+    /// Delivers every undelivered event, oldest first, in batches until the outbox is empty
+    /// or a batch makes no progress (every event in it failed and waits for a later round).
     pub async fn deliver_pending(&self, store: &SharedStore) -> Result<Delivered, StoreError> {
         let _round = self.round.lock().await;
+        let mut total = Delivered::default();
+        loop {
+            let (done, fetched) = self.deliver_batch(store).await?;
+            total.shown += done.shown;
+            total.logged_only += done.logged_only;
+            total.failed += done.failed;
+            if fetched < BATCH || done.shown + done.logged_only == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One batch; returns what it did and how many events it read.
+    async fn deliver_batch(&self, store: &SharedStore) -> Result<(Delivered, usize), StoreError> {
         let mut done = Delivered::default();
         let pending = store.call(|s| s.undelivered(BATCH)).await?;
+        let fetched = pending.len();
         if pending.is_empty() {
-            return Ok(done);
+            return Ok((done, 0));
         }
         // One capabilities query per round: the server may have changed since the last.
         let caps = match &self.desktop {
@@ -105,6 +121,13 @@ impl Dispatcher {
                     done.logged_only += 1;
                     store.call(move |s| s.mark_delivered(id, Utc::now())).await?;
                 }
+                // A graphical session whose notification server has not started yet (the
+                // daemon can start first at login): retry, as for a failing server.
+                Err(DesktopError::NoServer(why)) if graphical_session() && ev.attempts + 1 < MAX_ATTEMPTS => {
+                    done.failed += 1;
+                    tracing::debug!(event = id, "no notification server yet ({why}); will retry");
+                    store.call(move |s| s.note_attempt(id)).await?;
+                }
                 Err(DesktopError::NoServer(why)) => {
                     if !self.warned_no_server.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
@@ -127,10 +150,64 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(done)
+        Ok((done, fetched))
     }
+}
+
+/// Whether a desktop session is there, so a missing notification server is probably late.
+fn graphical_session() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
 fn about(ev: &StoredEvent) -> Invoked {
     Invoked { event_id: ev.id, account: ev.account.clone(), device: ev.device, action: String::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Policy, Snapshot, evaluate};
+    use crate::spotify::Device;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_full_outbox_is_drained_in_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SharedStore::new(Store::open(&dir.path().join("db")).expect("open"));
+        store
+            .call(|s| {
+                let now = Utc::now();
+                let a = s.account("default", now)?;
+                let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 1000 };
+                let dev = |i: usize| Device {
+                    id: Some(format!("id-{i}")),
+                    name: format!("Device {i}"),
+                    kind: "Computer".into(),
+                    ..Device::default()
+                };
+                // A reviewed account, then 120 strangers at once: 120 alerts.
+                let plan = evaluate(
+                    &s.load_known(a, now)?,
+                    &Snapshot { devices: vec![dev(0)], playback: None },
+                    &policy,
+                    now,
+                );
+                s.record_poll(a, now, Duration::ZERO, &plan)?;
+                let devices: Vec<Device> = (1..=120).map(dev).collect();
+                let plan =
+                    evaluate(&s.load_known(a, now)?, &Snapshot { devices, playback: None }, &policy, now);
+                s.record_poll(a, now, Duration::ZERO, &plan)?;
+                Ok(())
+            })
+            .await
+            .expect("seed");
+        let dispatcher = Dispatcher::new(None, "https://www.spotify.com/account/overview/", false);
+        let done = dispatcher.deliver_pending(&store).await.expect("deliver");
+        assert_eq!(
+            done.logged_only, 121,
+            "the first run's summary and 120 alerts, past the batch of {BATCH}"
+        );
+        assert!(store.call(|s| s.undelivered(10)).await.expect("outbox").is_empty());
+    }
 }

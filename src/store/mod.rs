@@ -18,8 +18,11 @@ use crate::audit::{DeviceKey, Known, KnownDevice, LIMIT_WINDOW_DAYS, Plan, Targe
 use crate::event::{Event, TrustedBy};
 
 /// The migrations, in order; the schema version is the count applied.
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/001_init.sql"), include_str!("migrations/002_logins.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_logins.sql"),
+    include_str!("migrations/003_retry_at.sql"),
+];
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
 /// daemon commits a poll waits a moment rather than erroring.
@@ -273,6 +276,19 @@ impl Store {
             params![account, error, ms(now)],
         )?;
         Ok(())
+    }
+
+    /// Records (or with `None` clears) until when Spotify asked the account's polls to wait.
+    pub fn set_retry_at(&self, account: AccountId, at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE accounts SET retry_at = ?2 WHERE id = ?1", params![account, at.map(ms)])?;
+        Ok(())
+    }
+
+    /// Until when polls must wait, if Spotify asked for that.
+    pub fn retry_at(&self, account: AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> =
+            self.conn.query_row("SELECT retry_at FROM accounts WHERE id = ?1", [account], |r| r.get(0))?;
+        Ok(at.map(time))
     }
 
     /// Events not yet delivered, oldest first.
@@ -667,8 +683,9 @@ fn record_poll_tx(
 }
 
 /// A device seen in the previous successful poll too extends its open interval; otherwise
-/// it starts a new one. Failed polls do not move `last_poll_at`, so they neither end nor
-/// extend anything.
+/// it starts a new one. Failed polls do not move `last_poll_at`: a device seen before and
+/// after a stretch of failures (or of the daemon being stopped) is recorded as online across
+/// it, since nothing showed otherwise.
 fn extend_presence(
     tx: &Transaction<'_>,
     key: DeviceKey,
