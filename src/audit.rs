@@ -66,6 +66,8 @@ pub struct KnownDevice {
     pub alerted_at: Option<DateTime<Utc>>,
     /// The last "unknown device playing" alert.
     pub play_alerted_at: Option<DateTime<Utc>>,
+    /// Muted by the person until then: recorded, never alerted.
+    pub muted_until: Option<DateTime<Utc>>,
 }
 
 /// Everything the rules need from the store about one account.
@@ -94,6 +96,54 @@ pub struct Snapshot {
 pub struct Policy {
     pub realert_after: Duration,
     pub device_limit: u32,
+    /// Devices these match are recorded but never alerted (the person's own web player tabs).
+    pub ignore: Vec<IgnoreRule>,
+}
+
+/// A device the person does not want alerts for: a name pattern and/or a type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreRule {
+    /// A name pattern: `*` is any run of characters, `?` one; case-insensitive.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A device type, compared like everywhere (case and `_` ignored).
+    #[serde(default, rename = "type")]
+    pub device_type: Option<String>,
+}
+
+impl IgnoreRule {
+    /// Whether the rule covers `d`; a rule with neither field covers nothing.
+    pub fn matches(&self, d: &Device) -> bool {
+        if self.name.is_none() && self.device_type.is_none() {
+            return false;
+        }
+        self.name.as_deref().is_none_or(|p| glob(&p.to_lowercase(), &d.name.to_lowercase()))
+            && self.device_type.as_deref().is_none_or(|t| kind_key(t) == kind_key(&d.kind))
+    }
+}
+
+/// `*` and `?` matching, iterative with one backtrack point: linear for any pattern.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Which record a seen device belongs to.
@@ -115,6 +165,8 @@ pub struct Seen {
     pub renamed: bool,
     pub alerted: bool,
     pub play_alerted: bool,
+    /// Muted or matched by an ignore rule: recorded, never alerted, not "untrusted" for `check`.
+    pub silenced: bool,
 }
 
 /// An event and the seen device it is about (an index into [`Plan::seen`]).
@@ -133,9 +185,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether every device seen is trusted.
+    /// Whether every device seen is trusted (or silenced by a mute or an ignore rule).
     pub fn all_trusted(&self, known: &Known) -> bool {
-        self.seen.iter().all(|s| match s.target {
+        self.seen.iter().filter(|s| !s.silenced).all(|s| match s.target {
             Target::Known(key) => known.devices.iter().any(|d| d.key == key && d.trusted),
             Target::New => false,
         })
@@ -157,6 +209,8 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
             Target::New => None,
         };
         let trusted = record.is_some_and(|r| r.trusted);
+        let silenced = record.and_then(|r| r.muted_until).is_some_and(|until| until > now)
+            || policy.ignore.iter().any(|rule| rule.matches(&device));
         let new_alias = match (&device.id, record) {
             (Some(id), Some(r)) if !r.spotify_ids.contains(id) => Some(id.clone()),
             _ => None,
@@ -168,6 +222,7 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
             new_alias,
             alerted: false,
             play_alerted: false,
+            silenced,
         };
         if let Some(r) = record.filter(|_| seen.renamed) {
             plan.events.push(PlannedEvent {
@@ -179,7 +234,7 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                 },
             });
         }
-        if !trusted {
+        if !trusted && !silenced {
             let playback = snapshot.playback.as_ref().filter(|p| p.is_playing && playing_index == Some(i));
             if let Some(p) = playback.filter(|_| due(record.and_then(|r| r.play_alerted_at))) {
                 seen.play_alerted = true;
@@ -212,12 +267,13 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
         plan.seen.push(seen);
     }
 
-    if known.first_run && !plan.seen.is_empty() {
+    let to_review: Vec<&Seen> = plan.seen.iter().filter(|s| !s.silenced).collect();
+    if known.first_run && !to_review.is_empty() {
         plan.events.push(PlannedEvent {
             seen: None,
             event: Event::FirstRun {
-                count: u32::try_from(plan.seen.len()).unwrap_or(u32::MAX),
-                names: plan.seen.iter().take(10).map(|s| s.device.name.clone()).collect(),
+                count: u32::try_from(to_review.len()).unwrap_or(u32::MAX),
+                names: to_review.iter().take(10).map(|s| s.device.name.clone()).collect(),
             },
         });
     }
@@ -333,11 +389,12 @@ mod tests {
             trusted,
             alerted_at: None,
             play_alerted_at: None,
+            muted_until: None,
         }
     }
 
     fn policy() -> Policy {
-        Policy { realert_after: Duration::from_secs(24 * 3600), device_limit: 6 }
+        Policy { realert_after: Duration::from_secs(24 * 3600), device_limit: 6, ignore: Vec::new() }
     }
 
     fn snap(devices: Vec<Device>) -> Snapshot {
@@ -596,6 +653,57 @@ mod tests {
             playback: Some(playing(d, "Song")),
         };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(0))), ["unknown_playing", "first_run"]);
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("web player*", "web player (chrome)"));
+        assert!(glob("*phone", "my phone"));
+        assert!(glob("a?c", "abc") && !glob("a?c", "ac"));
+        assert!(glob("*", "") && glob("**x*", "x"));
+        assert!(!glob("web", "web player"));
+        assert!(glob("*a*b*c*", &"ab".repeat(1000).replace("b", "bc")));
+    }
+
+    #[test]
+    fn ignored_devices_are_recorded_but_never_alerted() {
+        let rule = IgnoreRule { name: Some("Web Player*".into()), device_type: Some("computer".into()) };
+        let p = Policy { ignore: vec![rule], ..policy() };
+        let tab = Device { is_active: true, ..dev(Some("t1"), "Web Player (Firefox)", "Computer") };
+        let s = Snapshot { devices: vec![tab.clone()], playback: Some(playing(tab, "Song")) };
+        let plan = evaluate(&Known::default(), &s, &p, t(0));
+        assert!(plan.events.is_empty(), "not even playing: {:?}", plan.events);
+        assert_eq!(plan.seen.len(), 1, "still recorded");
+        assert!(plan.all_trusted(&Known::default()), "check does not flag it");
+        // Type must match too; and an empty rule matches nothing.
+        let other =
+            evaluate(&Known::default(), &snap(vec![dev(Some("x"), "Web Player", "Smartphone")]), &p, t(0));
+        assert_eq!(kinds(&other), ["device_appeared"]);
+        assert!(!IgnoreRule { name: None, device_type: None }.matches(&dev(None, "a", "b")));
+    }
+
+    #[test]
+    fn a_muted_device_is_quiet_until_the_mute_ends() {
+        let mut r = known(1, &["x"], "Speaker", "Speaker", false);
+        r.muted_until = Some(t(60));
+        let k = Known { devices: vec![r], ..Known::default() };
+        let s = snap(vec![dev(Some("x"), "Speaker", "Speaker")]);
+        assert!(evaluate(&k, &s, &policy(), t(30)).events.is_empty());
+        assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(60))), ["device_appeared"]);
+    }
+
+    #[test]
+    fn the_first_look_leaves_silenced_devices_out_of_the_summary() {
+        let p =
+            Policy { ignore: vec![IgnoreRule { name: Some("tv".into()), device_type: None }], ..policy() };
+        let k = Known { first_run: true, ..Known::default() };
+        let plan = evaluate(
+            &k,
+            &snap(vec![dev(Some("a"), "TV", "TV"), dev(Some("b"), "Phone", "Smartphone")]),
+            &p,
+            t(0),
+        );
+        assert_eq!(plan.events[0].event, Event::FirstRun { count: 1, names: vec!["Phone".into()] });
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// The Spotify accounts to watch; none means one account named `default`.
     pub accounts: Vec<AccountSection>,
+    /// Devices recorded but never alerted: `[[ignore]]` with `name` (a `*` pattern) and/or `type`.
+    pub ignore: Vec<crate::audit::IgnoreRule>,
 }
 
 /// `[auth]`
@@ -293,6 +295,9 @@ impl Config {
             if a.device_limit == Some(0) {
                 return Err(invalid("accounts.device_limit", "the limit must be 1 or more"));
             }
+        }
+        if self.ignore.iter().any(|r| r.name.is_none() && r.device_type.is_none()) {
+            return Err(invalid("ignore", "each [[ignore]] needs a name pattern, a type, or both"));
         }
         if self.storage.keep_events.0 < Duration::from_secs(86_400) {
             return Err(invalid("storage.keep_events", "keep at least a day of history, e.g. \"400d\""));

@@ -265,3 +265,47 @@ async fn completions_are_generated_for_each_shell() {
         assert!(text.contains("history"), "{shell} knows the subcommands");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn muted_and_ignored_devices_are_recorded_but_not_alerted() {
+    let mut s = Sandbox::new().await;
+    s.with_config("[[ignore]]\nname = \"web player*\"\ntype = \"Computer\"\n");
+    s.seed_reviewed();
+    s.spotify.set_devices(vec![fake::device("wp-1", "Web Player (Firefox)", "Computer", false), phone()]);
+    let out = s.run(&["check", "--json"]).await;
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(json["would_alert"].as_array().expect("array").len(), 1, "only the phone: {json}");
+    assert_eq!(json["would_alert"][0]["name"], "Phone");
+    assert_eq!(out.status.code(), Some(3), "the phone is untrusted");
+
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, Duration::from_secs(10)).await;
+    s.wait_for_store("phone recorded", Duration::from_secs(10), |st| {
+        st.row_counts().expect("counts").iter().any(|(t, n)| *t == "devices" && *n == 3)
+    })
+    .await;
+    d.signal("TERM");
+    d.wait(Duration::from_secs(10)).await;
+    let out = s.run(&["devices", "mute", "Phone", "--for", "1h"]).await;
+    assert!(stdout(&out).starts_with("Muted Phone (Smartphone) until "), "{}", stdout(&out));
+    let out = s.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "muted and ignored: nothing to flag\n{}", stdout(&out));
+    let list: Value = serde_json::from_str(&stdout(&s.run(&["devices", "--json"]).await)).expect("json");
+    let phone = list.as_array().expect("array").iter().find(|d| d["name"] == "Phone").expect("phone").clone();
+    assert!(phone["muted_until"].is_string(), "{phone}");
+    assert!(s.run(&["devices", "unmute", "Phone"]).await.status.success());
+    assert_eq!(s.run(&["check"]).await.status.code(), Some(3), "alerted on again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_ignore_rule_is_a_config_error() {
+    let mut s = Sandbox::new().await;
+    s.with_config("[[ignore]]\n");
+    let out = s.run(&["check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("each [[ignore]] needs a name pattern, a type, or both"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -211,7 +211,8 @@ async fn an_alert_committed_but_not_shown_is_shown_after_a_restart() {
             kind: "Tablet".into(),
             ..Device::default()
         };
-        let policy = Policy { realert_after: Duration::from_secs(86400), device_limit: 6 };
+        let policy =
+            Policy { realert_after: Duration::from_secs(86400), device_limit: 6, ignore: Vec::new() };
         let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
         store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
         assert_eq!(store.undelivered(10).expect("outbox").len(), 1);

@@ -54,6 +54,20 @@ enum Action {
         /// The label
         label: Option<String>,
     },
+    /// Mute a device: it is recorded but not alerted on, for a while or until unmuted
+    #[command(after_help = "Example: spotguard devices mute \"Living room TV\" --for 7d")]
+    Mute {
+        /// The device's id, an id prefix (4+ characters), or its name
+        device: String,
+        /// How long [default: until `devices unmute`]
+        #[arg(long = "for", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        duration: Option<std::time::Duration>,
+    },
+    /// End a mute
+    Unmute {
+        /// The device's id, an id prefix (4+ characters), or its name
+        device: String,
+    },
     /// Forget a device: if it comes back, it is new and untrusted again
     #[command(after_help = "Example: spotguard devices forget 3f2a")]
     Forget {
@@ -76,6 +90,8 @@ struct DeviceJson<'a> {
     online: bool,
     label: Option<&'a str>,
     forgotten: bool,
+    /// RFC 3339, or absent when not muted; year 9999 means until unmuted.
+    muted_until: Option<String>,
 }
 
 impl Cmd {
@@ -152,6 +168,32 @@ impl Cmd {
                     None => format!("{} ({}) has no label now.", name(&d.name), name(&d.kind)),
                 });
             }
+            Some(Action::Mute { device, duration }) => {
+                let d = resolve(&ctx, account, &device).await?;
+                let until = duration
+                    .map(|f| Utc::now() + chrono::Duration::from_std(f).unwrap_or(chrono::Duration::MAX));
+                let key = d.key;
+                ctx.store.call(move |s| s.mute(key, true, until)).await?;
+                say(&match until {
+                    Some(u) => format!(
+                        "Muted {} ({}) until {}: it is recorded but not alerted on.",
+                        name(&d.name),
+                        name(&d.kind),
+                        u.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+                    ),
+                    None => format!(
+                        "Muted {} ({}) until `spotguard devices unmute`: it is recorded but not alerted on.",
+                        name(&d.name),
+                        name(&d.kind)
+                    ),
+                });
+            }
+            Some(Action::Unmute { device }) => {
+                let d = resolve(&ctx, account, &device).await?;
+                let key = d.key;
+                ctx.store.call(move |s| s.mute(key, false, None)).await?;
+                say(&format!("{} ({}) is alerted on again.", name(&d.name), name(&d.kind)));
+            }
             Some(Action::Forget { device }) => {
                 let d = resolve(&ctx, account, &device).await?;
                 let key = d.key;
@@ -219,6 +261,10 @@ fn print_json(rows: &[DeviceRow]) -> anyhow::Result<()> {
             online: d.online,
             label: d.label.as_deref(),
             forgotten: d.forgotten,
+            muted_until: d
+                .muted_until
+                .filter(|u| *u > Utc::now())
+                .map(|u| u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         })
         .collect();
     println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
@@ -237,12 +283,11 @@ pub(super) fn print_table(rows: &[DeviceRow], account: &str) {
             vec![
                 name(&d.name),
                 name(&d.kind),
-                if d.forgotten {
-                    "forgotten"
-                } else if d.trusted {
-                    "yes"
-                } else {
-                    "NO"
+                match (d.forgotten, d.trusted, d.muted_until.is_some_and(|u| u > now)) {
+                    (true, _, _) => "forgotten",
+                    (false, true, _) => "yes",
+                    (false, false, true) => "muted",
+                    (false, false, false) => "NO",
                 }
                 .to_string(),
                 ago(d.first_seen, now),

@@ -81,6 +81,7 @@ pub fn policy(config: &Config, account: &str) -> Policy {
     Policy {
         realert_after: own.and_then(|a| a.realert_after).map_or(config.alerts.realert_after.0, |d| d.0),
         device_limit: own.and_then(|a| a.device_limit).unwrap_or(config.alerts.device_limit),
+        ignore: config.ignore.clone(),
     }
 }
 

@@ -179,7 +179,11 @@ mod tests {
             .call(|s| {
                 let now = Utc::now();
                 let a = s.account("default", now)?;
-                let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 1000 };
+                let policy = Policy {
+                    realert_after: Duration::from_secs(86_400),
+                    device_limit: 1000,
+                    ignore: Vec::new(),
+                };
                 let dev = |i: usize| Device {
                     id: Some(format!("id-{i}")),
                     name: format!("Device {i}"),

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_logins.sql"),
     include_str!("migrations/003_retry_at.sql"),
+    include_str!("migrations/004_mute.sql"),
 ];
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
@@ -100,6 +101,8 @@ pub struct DeviceRow {
     pub last_seen: DateTime<Utc>,
     /// Seen in the account's latest successful poll.
     pub online: bool,
+    /// Muted until then (far future: until unmuted).
+    pub muted_until: Option<DateTime<Utc>>,
     pub label: Option<String>,
     pub forgotten: bool,
 }
@@ -211,7 +214,8 @@ impl Store {
     pub fn load_known(&self, account: AccountId, now: DateTime<Utc>) -> Result<Known, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.name, d.type, d.trusted, d.alerted_at, d.play_alerted_at,
-                    (SELECT group_concat(spotify_id, char(31)) FROM device_ids i WHERE i.device_id = d.id)
+                    (SELECT group_concat(spotify_id, char(31)) FROM device_ids i WHERE i.device_id = d.id),
+                    d.muted_until
              FROM devices d WHERE d.account_id = ?1 AND d.forgotten_at IS NULL",
         )?;
         let devices = stmt
@@ -224,6 +228,7 @@ impl Store {
                     trusted: r.get(3)?,
                     alerted_at: r.get::<_, Option<i64>>(4)?.map(time),
                     play_alerted_at: r.get::<_, Option<i64>>(5)?.map(time),
+                    muted_until: r.get::<_, Option<i64>>(7)?.map(time),
                     spotify_ids: ids
                         .map(|s| s.split('\u{1f}').map(str::to_string).collect())
                         .unwrap_or_default(),
@@ -366,6 +371,20 @@ impl Store {
              WHERE id = ?1 AND trusted = 1 AND forgotten_at IS NULL",
             [key],
         )?;
+        Ok(n == 1)
+    }
+
+    /// Mutes a device until `until` (`None`: until unmuted), or with `mute = false` unmutes it.
+    pub fn mute(
+        &mut self,
+        key: DeviceKey,
+        mute: bool,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        // "Until unmuted" is stored as the last millisecond of year 9999.
+        let value = mute.then(|| until.map_or(253_402_300_799_999, ms));
+        let n =
+            self.conn.execute("UPDATE devices SET muted_until = ?2 WHERE id = ?1", params![key, value])?;
         Ok(n == 1)
     }
 
@@ -602,7 +621,7 @@ const DEVICE_ROW_SQL: &str = "
     SELECT d.id,
            (SELECT spotify_id FROM device_ids i WHERE i.device_id = d.id ORDER BY last_seen DESC LIMIT 1),
            d.name, d.type, d.trusted, d.first_seen, d.last_seen, d.label, d.forgotten_at,
-           d.last_seen = a.last_poll_at
+           d.last_seen = a.last_poll_at, d.muted_until
     FROM devices d JOIN accounts a ON a.id = d.account_id
     WHERE d.account_id = ?1
     ORDER BY d.last_seen DESC, d.id DESC";
@@ -619,6 +638,7 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         label: r.get(7)?,
         forgotten: r.get::<_, Option<i64>>(8)?.is_some(),
         online: r.get::<_, Option<bool>>(9)?.unwrap_or(false),
+        muted_until: r.get::<_, Option<i64>>(10)?.map(time),
     })
 }
 

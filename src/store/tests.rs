@@ -19,7 +19,7 @@ fn dev(id: &str, name: &str) -> Device {
 }
 
 fn policy() -> Policy {
-    Policy { realert_after: Duration::from_secs(86400), device_limit: 6 }
+    Policy { realert_after: Duration::from_secs(86400), device_limit: 6, ignore: Vec::new() }
 }
 
 /// One poll through the real rules and the real store.

@@ -159,7 +159,8 @@ impl Sandbox {
             kind: "Computer".into(),
             ..Default::default()
         };
-        let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 6 };
+        let policy =
+            Policy { realert_after: Duration::from_secs(86_400), device_limit: 6, ignore: Vec::new() };
         let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
         store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
         for d in store.devices(account, false).expect("devices") {
