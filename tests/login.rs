@@ -176,7 +176,8 @@ async fn run_env(s: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
 async fn status_of(s: &Sandbox, account: &str) -> Value {
     let out = s.run(&["status", "--json"]).await;
     assert!(out.status.success(), "status: {}", stderr(&out));
-    let list: Value = serde_json::from_str(&stdout(&out)).expect("status --json is JSON");
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status --json is JSON");
+    let list = &status["accounts"];
     list.as_array()
         .expect("an array")
         .iter()

@@ -254,3 +254,23 @@ async fn under_the_journal_log_lines_carry_no_timestamp() {
     assert!(first.trim_start().starts_with("WARN") || first.trim_start().starts_with("INFO"), "{first}");
     assert!(!first.starts_with("20"), "no date: {first}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_whether_a_daemon_runs_and_when_it_polls_next() {
+    let s = Sandbox::new().await;
+    let out = s.run(&["status", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(json["daemon_running"], false);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, WAIT).await;
+    let out = s.run(&["status", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(json["daemon_running"], true);
+    assert_eq!(json["daemon_pid"], d.child.id());
+    assert_eq!(json["schedule"], "every 1s");
+    assert!(json["accounts"][0]["next_poll_at"].is_string(), "{json}");
+    let text = stdout(&s.run(&["status"]).await);
+    assert!(text.starts_with(&format!("daemon: running (pid {})", d.child.id())), "{text}");
+    d.signal("TERM");
+    d.wait(WAIT).await;
+}

@@ -35,10 +35,27 @@ struct AccountOut {
     last_poll_devices: Option<i64>,
     last_error: Option<String>,
     last_error_at: Option<DateTime<Utc>>,
+    /// When the running daemon polls next (interval schedules).
+    next_poll_at: Option<DateTime<Utc>>,
+}
+
+/// The `--json` shape of the whole answer.
+#[derive(Debug, Serialize)]
+struct StatusOut {
+    /// The pid of the daemon running on this database, if one is.
+    daemon_pid: Option<u32>,
+    daemon_running: bool,
+    schedule: String,
+    accounts: Vec<AccountOut>,
 }
 
 impl Cmd {
     pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
+        let running = crate::daemon::lock::holder(&ctx.config.database_path()?);
+        let every = match ctx.config.schedule() {
+            crate::config::Schedule::Every(d) => chrono::Duration::from_std(d).ok(),
+            crate::config::Schedule::Cron(_) => None,
+        };
         let polls = ctx.store.call(|s| s.account_status()).await?;
         let mut out = Vec::new();
         for name in ctx.account_names() {
@@ -58,12 +75,27 @@ impl Cmd {
                 last_poll_devices: poll.and_then(|p| p.last_poll_devices),
                 last_error: poll.and_then(|p| p.last_error.clone()),
                 last_error_at: poll.and_then(|p| p.last_error_at),
+                next_poll_at: match (running, every) {
+                    (Some(_), Some(every)) => poll.and_then(|p| p.last_poll_at).map(|t| t + every),
+                    _ => None,
+                },
             });
         }
+        let status = StatusOut {
+            daemon_pid: running.flatten(),
+            daemon_running: running.is_some(),
+            schedule: ctx.config.schedule().to_string(),
+            accounts: out,
+        };
         if self.json {
-            println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
+            println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&status)?));
         } else {
-            for a in &out {
+            match running {
+                Some(Some(pid)) => println!("daemon: running (pid {pid}), polling {}", status.schedule),
+                Some(None) => println!("daemon: running, polling {}", status.schedule),
+                None => println!("daemon: not running (`spotguard run`, or `spotguard service install`)"),
+            }
+            for a in &status.accounts {
                 print_text(a);
             }
         }
@@ -103,6 +135,9 @@ fn print_text(a: &AccountOut) {
             a.last_poll_ms.unwrap_or(0)
         ),
         None => println!("  last poll: never"),
+    }
+    if let Some(next) = a.next_poll_at {
+        println!("  next poll: {}", next.with_timezone(&Local).format("%H:%M:%S"));
     }
     if let (Some(e), Some(at)) = (&a.last_error, a.last_error_at) {
         println!("  last error ({}): {}", ago(at, now), terminal(e));

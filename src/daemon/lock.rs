@@ -57,6 +57,23 @@ impl InstanceLock {
     }
 }
 
+/// Whether a daemon holds the lock of `database` now, and its pid if it wrote one.
+/// `None`: no daemon runs on it.
+pub fn holder(database: &Path) -> Option<Option<u32>> {
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    let mut file = OpenOptions::new().read(true).open(PathBuf::from(path)).ok()?;
+    match file.try_lock_shared() {
+        // Nobody holds it exclusively; the shared lock is dropped with the file.
+        Ok(()) => None,
+        Err(_) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Some(text.trim().parse().ok())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,10 +82,13 @@ mod tests {
     fn a_second_lock_is_refused_with_the_pid_and_freed_on_drop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("spotguard.db");
+        assert_eq!(holder(&db), None, "no lock file: nobody runs");
         let first = InstanceLock::acquire(&db).expect("first");
+        assert_eq!(holder(&db), Some(Some(std::process::id())));
         let e = InstanceLock::acquire(&db).expect_err("second");
         assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
         drop(first);
+        assert_eq!(holder(&db), None);
         InstanceLock::acquire(&db).expect("free again");
     }
 }
