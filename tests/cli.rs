@@ -309,3 +309,16 @@ async fn an_empty_ignore_rule_is_a_config_error() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_names_each_failure_and_its_fix() {
+    let s = Sandbox::new().await;
+    assert!(s.tokens().remove("default").expect("remove"));
+    let out = s.run(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("FAIL  login (default): account default is not logged in"), "{text}");
+    assert!(text.contains("      fix: spotguard login --account default"), "{text}");
+    assert!(text.contains("warn  notifications: no notification server"), "{text}");
+    assert!(text.contains("ok    database:"), "{text}");
+}

@@ -248,3 +248,30 @@ async fn buttons_still_work_after_a_reload() {
     d.signal("TERM");
     assert!(d.wait(WAIT).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_every_check_and_sends_a_test_notification() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = desktop_sandbox().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut cmd = s.cmd(&["doctor", "--notify"]);
+    cmd.env("DBUS_SESSION_BUS_ADDRESS", &bus.address);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("doctor runs")).await.expect("join");
+    let text = common::sandbox::stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "ok    config:",
+        "ok    database:",
+        "ok    login (default):",
+        "ok    refresh (default):",
+        "ok    Spotify API (default): answered: 1 device(s) online",
+        "ok    notifications: a server answers (actions, body-markup, body-hyperlinks)",
+        "ok    test notification: sent",
+        "warn  daemon: not running",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{text}");
+    }
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(n.summary, "spotguard test notification");
+}

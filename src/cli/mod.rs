@@ -7,6 +7,7 @@
 mod check;
 mod demo;
 mod devices;
+mod doctor;
 mod fake_server;
 mod format;
 mod history;
@@ -81,6 +82,9 @@ pub enum Command {
     /// Delete an account's stored tokens
     #[command(after_help = "Example: spotguard logout --account kid")]
     Logout(login::LogoutCmd),
+    /// Check that everything is wired up: config, database, logins, Spotify, notifications, service
+    #[command(after_help = "Example: spotguard doctor --notify")]
+    Doctor(doctor::Cmd),
     /// Show each account's login and last poll
     #[command(after_help = "Example: spotguard status --json")]
     Status(status::Cmd),
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(cmd) => cmd.run(context(cli.config)?).await,
         Command::Logout(cmd) => cmd.run(context(cli.config)?).await,
         Command::Status(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Doctor(cmd) => cmd.run(context(cli.config)?).await,
         Command::Service(cmd) => cmd.run(context(cli.config)?).await,
     }
 }

@@ -594,6 +594,13 @@ impl Store {
         Ok(events + presence)
     }
 
+    /// SQLite's own check of the file: "ok", or what is wrong.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let lines = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(lines.join("; "))
+    }
+
     /// Counts of rows per table, for tests and the benchmark: proves storage does not grow
     /// with polls.
     pub fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
