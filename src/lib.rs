@@ -19,6 +19,7 @@
 //!   and systemd readiness and watchdog.
 //! - [`service`]: the systemd unit and launchd agent, rendered for `spotguard service`.
 //! - [`text`]: making untrusted names safe for notifications and terminals.
+//! - [`report`]: the self-contained HTML report (presence timeline, devices, events).
 //! - [`fake`]: a fake Spotify Web API on loopback for tests, the demo and benchmarks.
 //! - [`cli`]: the `spotguard` commands.
 
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod event;
 pub mod fake;
 pub mod notify;
+pub mod report;
 pub mod schedule;
 pub mod service;
 pub mod spotify;

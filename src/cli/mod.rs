@@ -12,6 +12,7 @@ mod fake_server;
 mod format;
 mod history;
 mod login;
+mod report;
 mod run;
 mod service;
 mod status;
@@ -68,6 +69,9 @@ pub enum Command {
         after_help = "Examples:\n  spotguard history\n  spotguard history --since 30d --device \"Galaxy S24\" --json"
     )]
     History(history::Cmd),
+    /// Write a self-contained HTML page: who was online when, the devices, the events
+    #[command(after_help = "Example: spotguard report --html ~/spotguard.html --days 14")]
+    Report(report::Cmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(
         after_help = "Example: spotguard completions bash > ~/.local/share/bash-completion/completions/spotguard"
@@ -108,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Report(cmd) => cmd.run(context(cli.config)?).await,
         Command::FakeSpotify(cmd) => cmd.run().await,
         Command::Run(cmd) => cmd.run(context(cli.config)?).await,
         Command::Check(cmd) => cmd.run(context(cli.config)?).await,

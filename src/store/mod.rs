@@ -594,6 +594,25 @@ impl Store {
         Ok(events + presence)
     }
 
+    /// The account's presence intervals overlapping `[from, to]`: (device, start, end).
+    pub fn presence(
+        &self,
+        account: AccountId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DeviceKey, DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.device_id, p.started_at, p.ended_at FROM presence p JOIN devices d ON d.id = p.device_id
+             WHERE d.account_id = ?1 AND p.ended_at >= ?2 AND p.started_at <= ?3 ORDER BY p.started_at",
+        )?;
+        let rows = stmt
+            .query_map(params![account, ms(from), ms(to)], |r| {
+                Ok((r.get(0)?, time(r.get(1)?), time(r.get(2)?)))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// SQLite's own check of the file: "ok", or what is wrong.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
