@@ -8,7 +8,7 @@
 use chrono::{DateTime, Local, Utc};
 
 use crate::audit::DeviceKey;
-use crate::store::{DeviceRow, StoredEvent};
+use crate::store::{DeviceRow, Presence, StoredEvent};
 use crate::text::{MAX_NAME_CHARS, clean, escape_markup};
 
 /// What the page shows.
@@ -19,8 +19,8 @@ pub struct ReportData {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub devices: Vec<DeviceRow>,
-    /// (device, start, end) intervals overlapping the window.
-    pub presence: Vec<(DeviceKey, DateTime<Utc>, DateTime<Utc>)>,
+    /// Stretches online overlapping the window.
+    pub presence: Vec<Presence>,
     /// Newest first.
     pub events: Vec<StoredEvent>,
 }

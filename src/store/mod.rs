@@ -131,6 +131,9 @@ pub struct AccountStatus {
     pub last_error_at: Option<DateTime<Utc>>,
 }
 
+/// One stretch a device was online: (device, start, end).
+pub type Presence = (DeviceKey, DateTime<Utc>, DateTime<Utc>);
+
 /// How a device query resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Found {
@@ -600,7 +603,7 @@ impl Store {
         account: AccountId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<(DeviceKey, DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+    ) -> Result<Vec<Presence>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT p.device_id, p.started_at, p.ended_at FROM presence p JOIN devices d ON d.id = p.device_id
              WHERE d.account_id = ?1 AND p.ended_at >= ?2 AND p.started_at <= ?3 ORDER BY p.started_at",
