@@ -7,7 +7,6 @@
 
 use chrono::{DateTime, Local, Utc};
 
-use crate::audit::DeviceKey;
 use crate::store::{DeviceRow, Presence, StoredEvent};
 use crate::text::{MAX_NAME_CHARS, clean, escape_markup};
 
@@ -152,6 +151,7 @@ Generated {generated}.</p>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::DeviceKey;
 
     fn device(key: DeviceKey, name: &str, trusted: bool) -> DeviceRow {
         DeviceRow {
