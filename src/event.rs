@@ -39,6 +39,8 @@ pub enum Event {
     AccessLost { reason: String },
     /// The login ends soon (Spotify ends logins six months after authorisation).
     LoginExpiring { expires_at: DateTime<Utc> },
+    /// Two records were one device: `merged` was folded into `kept`, histories joined.
+    DevicesMerged { kept: String, merged: String },
     /// `spotguard login` authorised the account.
     LoggedIn { user: String },
 }
@@ -64,6 +66,7 @@ impl Event {
             Event::AccessLost { .. } => "access_lost",
             Event::LoginExpiring { .. } => "login_expiring",
             Event::LoggedIn { .. } => "logged_in",
+            Event::DevicesMerged { .. } => "devices_merged",
         }
     }
 
@@ -76,9 +79,10 @@ impl Event {
             | Event::DeviceAppeared { .. }
             | Event::DeviceLimit { .. }
             | Event::LoginExpiring { .. } => Urgency::Normal,
-            Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } | Event::LoggedIn { .. } => {
-                Urgency::Quiet
-            }
+            Event::DeviceRenamed { .. }
+            | Event::DeviceTrusted { .. }
+            | Event::LoggedIn { .. }
+            | Event::DevicesMerged { .. } => Urgency::Quiet,
         }
     }
 
@@ -116,6 +120,9 @@ impl Event {
                 format!("the login ends on {}", expires_at.format("%Y-%m-%d"))
             }
             Event::LoggedIn { user } => format!("logged in as Spotify user {user}"),
+            Event::DevicesMerged { kept, merged } => {
+                format!("device \u{201c}{merged}\u{201d} merged into \u{201c}{kept}\u{201d}")
+            }
         }
     }
 }

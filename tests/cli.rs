@@ -322,3 +322,31 @@ async fn doctor_names_each_failure_and_its_fix() {
     assert!(text.contains("warn  notifications: no notification server"), "{text}");
     assert!(text.contains("ok    database:"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_makes_two_records_one_trusted_device() {
+    let s = Sandbox::new().await;
+    s.seed_reviewed();
+    s.spotify.set_devices(vec![phone()]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("the phone recorded", Duration::from_secs(10), |st| {
+        st.row_counts().expect("counts").iter().any(|(t, n)| *t == "devices" && *n == 2)
+    })
+    .await;
+    d.signal("TERM");
+    d.wait(Duration::from_secs(10)).await;
+    let out = s.run(&["devices", "merge", "Phone", "Reviewed laptop"]).await;
+    assert_eq!(
+        stdout(&out),
+        "Merged Reviewed laptop (Computer) into Phone (Smartphone): one device now, with both histories.\n",
+        "{}",
+        stderr(&out)
+    );
+    let list: Value = serde_json::from_str(&stdout(&s.run(&["devices", "--json"]).await)).expect("json");
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "Phone");
+    assert_eq!(list[0]["trusted"], true, "trust carried over from the merged record");
+    let out = s.run(&["devices", "merge", "Phone", "phone-id"]).await;
+    assert_eq!(out.status.code(), Some(1), "merging a device with itself is refused");
+}

@@ -68,6 +68,14 @@ enum Action {
         /// The device's id, an id prefix (4+ characters), or its name
         device: String,
     },
+    /// Merge two records that are one device (Spotify changed its id and name at once)
+    #[command(after_help = "Example: spotguard devices merge \"Anna's Phone\" \"Phone\"   (keeps the first)")]
+    Merge {
+        /// The record to keep (its name stays)
+        keep: String,
+        /// The record folded into it and removed
+        other: String,
+    },
     /// Forget a device: if it comes back, it is new and untrusted again
     #[command(after_help = "Example: spotguard devices forget 3f2a")]
     Forget {
@@ -193,6 +201,22 @@ impl Cmd {
                 let key = d.key;
                 ctx.store.call(move |s| s.mute(key, false, None)).await?;
                 say(&format!("{} ({}) is alerted on again.", name(&d.name), name(&d.kind)));
+            }
+            Some(Action::Merge { keep, other }) => {
+                let k = resolve(&ctx, account, &keep).await?;
+                let o = resolve(&ctx, account, &other).await?;
+                if k.key == o.key {
+                    anyhow::bail!("{:?} and {:?} are the same device already", name(&keep), name(&other));
+                }
+                let (kk, ok) = (k.key, o.key);
+                ctx.store.call(move |s| s.merge(kk, ok, Utc::now())).await?;
+                say(&format!(
+                    "Merged {} ({}) into {} ({}): one device now, with both histories.",
+                    name(&o.name),
+                    name(&o.kind),
+                    name(&k.name),
+                    name(&k.kind)
+                ));
             }
             Some(Action::Forget { device }) => {
                 let d = resolve(&ctx, account, &device).await?;

@@ -135,7 +135,10 @@ pub fn render(
             ),
             Vec::new(),
         ),
-        Event::DeviceRenamed { .. } | Event::DeviceTrusted { .. } | Event::LoggedIn { .. } => return None,
+        Event::DeviceRenamed { .. }
+        | Event::DeviceTrusted { .. }
+        | Event::LoggedIn { .. }
+        | Event::DevicesMerged { .. } => return None,
     };
     if caps.body_hyperlinks && !actions.is_empty() {
         body.push_str(&format!(" <a href=\"{}\">Open your Spotify account</a>", escape_markup(sign_out_url)));

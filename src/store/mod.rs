@@ -432,6 +432,47 @@ impl Store {
         Ok(true)
     }
 
+    /// Folds device `merged` into `kept`: its Spotify ids, presence and events move over, the
+    /// first and last sightings combine, and `kept` is trusted if either was. `merged` is
+    /// deleted. For one device that Spotify showed as two (a new id and a new name at once).
+    pub fn merge(
+        &mut self,
+        kept: DeviceKey,
+        merged: DeviceKey,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let (account, kept_name, merged_name): (AccountId, String, String) = tx.query_row(
+            "SELECT k.account_id, k.name, m.name FROM devices k JOIN devices m ON m.account_id = k.account_id
+             WHERE k.id = ?1 AND m.id = ?2",
+            params![kept, merged],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        tx.execute("UPDATE device_ids SET device_id = ?1 WHERE device_id = ?2", params![kept, merged])?;
+        tx.execute("UPDATE presence SET device_id = ?1 WHERE device_id = ?2", params![kept, merged])?;
+        tx.execute("UPDATE events SET device_id = ?1 WHERE device_id = ?2", params![kept, merged])?;
+        tx.execute(
+            "UPDATE devices SET
+                first_seen = min(first_seen, (SELECT first_seen FROM devices WHERE id = ?2)),
+                last_seen = max(last_seen, (SELECT last_seen FROM devices WHERE id = ?2)),
+                trusted = max(trusted, (SELECT trusted FROM devices WHERE id = ?2)),
+                label = coalesce(label, (SELECT label FROM devices WHERE id = ?2))
+             WHERE id = ?1",
+            params![kept, merged],
+        )?;
+        tx.execute("DELETE FROM devices WHERE id = ?1", [merged])?;
+        insert_event(
+            &tx,
+            account,
+            Some(kept),
+            now,
+            &Event::DevicesMerged { kept: kept_name, merged: merged_name },
+            Some(now),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets a device: it leaves the list and its ids are released, so if it comes back it
     /// is a new, untrusted device. Its history (events, presence) stays.
     pub fn forget(&mut self, key: DeviceKey, now: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -345,3 +345,29 @@ fn only_the_first_look_is_a_first_run() {
     poll(&mut store, a, t(2), vec![dev("x", "Phone"), dev("y", "Tablet")]);
     assert_eq!(store.history(t(2), None, None, 10).expect("h")[0].event.kind(), "device_appeared");
 }
+
+#[test]
+fn merge_joins_two_records_and_their_histories() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("old", "Phone")]);
+    let old = store.devices(a, false).expect("devices")[0].key;
+    store.trust(old, TrustedBy::Cli, t(1)).expect("trust");
+    // Spotify rotated the id and the name changed too: a second record, alerted.
+    poll(&mut store, a, t(5), vec![dev("new", "Anna's Phone")]);
+    let new =
+        store.devices(a, false).expect("devices").iter().find(|d| d.name == "Anna's Phone").expect("new").key;
+    store.merge(new, old, t(6)).expect("merge");
+    let rows = store.devices(a, true).expect("devices");
+    assert_eq!(rows.len(), 1, "one device left");
+    assert!(rows[0].trusted, "trusted because the old record was");
+    assert_eq!(rows[0].first_seen, t(0), "first seen from the old record");
+    assert_eq!(count(&store, "device_ids"), 2, "both ids now point at it");
+    assert_eq!(count(&store, "presence"), 2, "both histories kept");
+    assert!(matches!(store.find_device(a, "old").expect("find"), Found::One(d) if d.key == new));
+    let h = store.history(t(0), None, Some(new), 10).expect("history");
+    assert_eq!(h[0].event.kind(), "devices_merged");
+    assert!(h.iter().any(|e| e.event.kind() == "device_trusted"), "the old record's events moved over");
+    // Seen again under either id: quiet.
+    assert!(poll(&mut store, a, t(7), vec![dev("old", "Anna's Phone")]).is_empty());
+}
