@@ -68,6 +68,8 @@ pub struct KnownDevice {
     pub play_alerted_at: Option<DateTime<Utc>>,
     /// Muted by the person until then: recorded, never alerted.
     pub muted_until: Option<DateTime<Utc>>,
+    /// When "Sign out everywhere" was pressed on its alert, and whether it was followed up.
+    pub signout: Option<(DateTime<Utc>, bool)>,
 }
 
 /// Everything the rules need from the store about one account.
@@ -169,6 +171,19 @@ pub struct Seen {
     pub silenced: bool,
 }
 
+/// What became of a "Sign out everywhere" on a device's alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignOutOutcome {
+    /// Gone at a successful poll: the remedy worked; the follow-up ends.
+    Worked,
+    /// Still online after [`SIGN_OUT_GRACE`]: the "partner device" notice was given.
+    StillOnline,
+}
+
+/// How long "Sign out everywhere" may take before a device still online is called a partner
+/// device: Spotify says it "can take up to 1 hour to take effect everywhere".
+pub const SIGN_OUT_GRACE: Duration = Duration::from_secs(60 * 60);
+
 /// An event and the seen device it is about (an index into [`Plan::seen`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedEvent {
@@ -182,6 +197,8 @@ pub struct Plan {
     pub seen: Vec<Seen>,
     pub events: Vec<PlannedEvent>,
     pub limit_alerted: bool,
+    /// Follow-ups of "Sign out everywhere" that this poll settles.
+    pub sign_outs: Vec<(DeviceKey, SignOutOutcome)>,
 }
 
 impl Plan {
@@ -267,6 +284,35 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
         plan.seen.push(seen);
     }
 
+    // Follow up "Sign out everywhere": gone means it worked; still there after the grace
+    // period means a partner device, which sign-out does not cover.
+    let grace = chrono::Duration::from_std(SIGN_OUT_GRACE).unwrap_or(chrono::Duration::hours(1));
+    for r in known.devices.iter().filter(|r| r.signout.is_some()) {
+        let Some((pressed, followed)) = r.signout else { continue };
+        let here = plan.seen.iter().position(|s| s.target == Target::Known(r.key));
+        match here {
+            None => {
+                plan.sign_outs.push((r.key, SignOutOutcome::Worked));
+                plan.events.push(PlannedEvent {
+                    seen: None,
+                    event: Event::SignOutWorked { name: r.name.clone(), device_type: r.kind.clone() },
+                });
+            }
+            Some(i) if !followed && now.signed_duration_since(pressed) >= grace => {
+                plan.sign_outs.push((r.key, SignOutOutcome::StillOnline));
+                plan.events.push(PlannedEvent {
+                    seen: Some(i),
+                    event: Event::StillOnlineAfterSignOut {
+                        name: r.name.clone(),
+                        device_type: r.kind.clone(),
+                        minutes: u32::try_from(now.signed_duration_since(pressed).num_minutes())
+                            .unwrap_or(u32::MAX),
+                    },
+                });
+            }
+            Some(_) => {}
+        }
+    }
     let to_review: Vec<&Seen> = plan.seen.iter().filter(|s| !s.silenced).collect();
     if known.first_run && !to_review.is_empty() {
         plan.events.push(PlannedEvent {
@@ -390,6 +436,7 @@ mod tests {
             alerted_at: None,
             play_alerted_at: None,
             muted_until: None,
+            signout: None,
         }
     }
 
@@ -653,6 +700,28 @@ mod tests {
             playback: Some(playing(d, "Song")),
         };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(0))), ["unknown_playing", "first_run"]);
+    }
+
+    #[test]
+    fn a_sign_out_is_followed_up_gone_or_still_there() {
+        let mut r = known(1, &["x"], "Speaker", "Speaker", false);
+        r.alerted_at = Some(t(0));
+        r.signout = Some((t(0), false));
+        let k = Known { devices: vec![r.clone()], ..Known::default() };
+        let here = snap(vec![dev(Some("x"), "Speaker", "Speaker")]);
+        // Within the hour Spotify allows: nothing yet.
+        assert!(evaluate(&k, &here, &policy(), t(59)).events.is_empty());
+        // Still there after it: the partner-device notice, once.
+        let plan = evaluate(&k, &here, &policy(), t(61));
+        assert_eq!(kinds(&plan), ["still_online_after_sign_out"]);
+        assert_eq!(plan.sign_outs, [(1, SignOutOutcome::StillOnline)]);
+        r.signout = Some((t(0), true));
+        let k2 = Known { devices: vec![r], ..Known::default() };
+        assert!(evaluate(&k2, &here, &policy(), t(90)).events.is_empty(), "said once");
+        // Gone at a successful poll: it worked, quietly recorded.
+        let plan = evaluate(&k, &snap(vec![]), &policy(), t(5));
+        assert_eq!(kinds(&plan), ["sign_out_worked"]);
+        assert_eq!(plan.sign_outs, [(1, SignOutOutcome::Worked)]);
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub enum Event {
     AccessLost { reason: String },
     /// The login ends soon (Spotify ends logins six months after authorisation).
     LoginExpiring { expires_at: DateTime<Utc> },
+    /// After "Sign out everywhere", the device was gone at the next successful poll.
+    SignOutWorked { name: String, device_type: String },
+    /// Long after "Sign out everywhere" the device is still online: probably a partner device
+    /// (speaker, TV, console, car), which sign-out does not cover.
+    StillOnlineAfterSignOut { name: String, device_type: String, minutes: u32 },
     /// Two records were one device: `merged` was folded into `kept`, histories joined.
     DevicesMerged { kept: String, merged: String },
     /// `spotguard login` authorised the account.
@@ -67,6 +72,8 @@ impl Event {
             Event::LoginExpiring { .. } => "login_expiring",
             Event::LoggedIn { .. } => "logged_in",
             Event::DevicesMerged { .. } => "devices_merged",
+            Event::SignOutWorked { .. } => "sign_out_worked",
+            Event::StillOnlineAfterSignOut { .. } => "still_online_after_sign_out",
         }
     }
 
@@ -78,11 +85,13 @@ impl Event {
             Event::FirstRun { .. }
             | Event::DeviceAppeared { .. }
             | Event::DeviceLimit { .. }
-            | Event::LoginExpiring { .. } => Urgency::Normal,
+            | Event::LoginExpiring { .. }
+            | Event::StillOnlineAfterSignOut { .. } => Urgency::Normal,
             Event::DeviceRenamed { .. }
             | Event::DeviceTrusted { .. }
             | Event::LoggedIn { .. }
-            | Event::DevicesMerged { .. } => Urgency::Quiet,
+            | Event::DevicesMerged { .. }
+            | Event::SignOutWorked { .. } => Urgency::Quiet,
         }
     }
 
@@ -120,6 +129,13 @@ impl Event {
                 format!("the login ends on {}", expires_at.format("%Y-%m-%d"))
             }
             Event::LoggedIn { user } => format!("logged in as Spotify user {user}"),
+            Event::SignOutWorked { name, device_type } => {
+                format!("after Sign out everywhere, \u{201c}{name}\u{201d} ({device_type}) is gone")
+            }
+            Event::StillOnlineAfterSignOut { name, device_type, minutes } => format!(
+                "\u{201c}{name}\u{201d} ({device_type}) is still online {minutes} min after Sign out everywhere: \
+                 probably a partner device; remove its access on the apps page"
+            ),
             Event::DevicesMerged { kept, merged } => {
                 format!("device \u{201c}{merged}\u{201d} merged into \u{201c}{kept}\u{201d}")
             }

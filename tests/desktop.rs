@@ -275,3 +275,33 @@ async fn doctor_passes_every_check_and_sends_a_test_notification() {
     let n = server.wait_for(1, WAIT).await.remove(0);
     assert_eq!(n.summary, "spotguard test notification");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_out_is_followed_up_and_recorded_when_the_device_is_gone() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = reviewed_desktop_sandbox().await;
+    s.spotify.set_devices(vec![fake::device("in-1", "Intruder", "Smartphone", false)]);
+    let mut d = start(&s, &bus);
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    click(&server, &n, "sign-out").await;
+    let signed_out = |s: &Sandbox| -> Option<i64> {
+        let conn = rusqlite::Connection::open(s.db_path()).expect("open db");
+        conn.query_row("SELECT signout_at FROM devices WHERE name = 'Intruder'", [], |r| r.get(0))
+            .expect("row")
+    };
+    s.wait_for_store("the sign-out noted", WAIT, |_| signed_out(&s).is_some()).await;
+    // Spotify's sign-out took effect: the device is gone at the next poll.
+    s.spotify.set_devices(vec![]);
+    s.wait_for_store("the remedy recorded", WAIT, |st| {
+        st.history(chrono::Utc::now() - chrono::Duration::hours(1), None, None, 20)
+            .expect("history")
+            .iter()
+            .any(|e| e.event.kind() == "sign_out_worked")
+    })
+    .await;
+    assert_eq!(signed_out(&s), None, "the follow-up is over");
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert_eq!(server.notifications().len(), 1, "the remedy is recorded, not notified");
+}

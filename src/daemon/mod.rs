@@ -536,6 +536,12 @@ async fn handle_actions(current: watch::Receiver<Context>, mut invoked: mpsc::Re
         tracing::info!(event = inv.event_id, action = %inv.action, "notification action");
         match inv.action.as_str() {
             action::DEFAULT | action::SIGN_OUT => {
+                // Follow it up: gone at the next polls, or probably a partner device.
+                if let Some(key) = inv.device
+                    && let Err(e) = ctx.store.call(move |s| s.mark_signout(key, Utc::now())).await
+                {
+                    tracing::error!("cannot note the sign-out: {e}");
+                }
                 let opener = ctx.config.alerts.opener.clone();
                 let url = ctx.config.alerts.sign_out_url.as_str().to_string();
                 tokio::spawn(async move {

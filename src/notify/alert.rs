@@ -138,7 +138,19 @@ pub fn render(
         Event::DeviceRenamed { .. }
         | Event::DeviceTrusted { .. }
         | Event::LoggedIn { .. }
-        | Event::DevicesMerged { .. } => return None,
+        | Event::DevicesMerged { .. }
+        | Event::SignOutWorked { .. } => return None,
+        Event::StillOnlineAfterSignOut { name, device_type, minutes } => (
+            format!("{} is still on your Spotify account{on}", clean(name, MAX_NAME_CHARS)),
+            format!(
+                "{} ({}) is still online {minutes} minutes after Sign out everywhere. It is probably a \
+                 partner device (speaker, TV, console, car), which sign-out does not cover: remove its access \
+                 on the apps page.",
+                bold(name),
+                text(device_type)
+            ),
+            vec![(action::APPS, "Review app access")],
+        ),
     };
     if caps.body_hyperlinks && !actions.is_empty() {
         body.push_str(&format!(" <a href=\"{}\">Open your Spotify account</a>", escape_markup(sign_out_url)));

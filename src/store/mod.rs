@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::audit::{DeviceKey, Known, KnownDevice, LIMIT_WINDOW_DAYS, Plan, Target};
+use crate::audit::{DeviceKey, Known, KnownDevice, LIMIT_WINDOW_DAYS, Plan, SignOutOutcome, Target};
 use crate::event::{Event, TrustedBy};
 
 /// The migrations, in order; the schema version is the count applied.
@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_logins.sql"),
     include_str!("migrations/003_retry_at.sql"),
     include_str!("migrations/004_mute.sql"),
+    include_str!("migrations/005_signout.sql"),
 ];
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
@@ -218,7 +219,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.name, d.type, d.trusted, d.alerted_at, d.play_alerted_at,
                     (SELECT group_concat(spotify_id, char(31)) FROM device_ids i WHERE i.device_id = d.id),
-                    d.muted_until
+                    d.muted_until, d.signout_at, d.signout_followed
              FROM devices d WHERE d.account_id = ?1 AND d.forgotten_at IS NULL",
         )?;
         let devices = stmt
@@ -232,6 +233,7 @@ impl Store {
                     alerted_at: r.get::<_, Option<i64>>(4)?.map(time),
                     play_alerted_at: r.get::<_, Option<i64>>(5)?.map(time),
                     muted_until: r.get::<_, Option<i64>>(7)?.map(time),
+                    signout: r.get::<_, Option<i64>>(8)?.map(time).map(|at| (at, r.get(9).unwrap_or(false))),
                     spotify_ids: ids
                         .map(|s| s.split('\u{1f}').map(str::to_string).collect())
                         .unwrap_or_default(),
@@ -389,6 +391,15 @@ impl Store {
         let n =
             self.conn.execute("UPDATE devices SET muted_until = ?2 WHERE id = ?1", params![key, value])?;
         Ok(n == 1)
+    }
+
+    /// Notes that "Sign out everywhere" was pressed on this device's alert, to follow it up.
+    pub fn mark_signout(&self, key: DeviceKey, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE devices SET signout_at = ?2, signout_followed = 0 WHERE id = ?1",
+            params![key, ms(now)],
+        )?;
+        Ok(())
     }
 
     /// Sets (or with `None` clears) the person's own label for a device.
@@ -761,6 +772,16 @@ fn record_poll_tx(
     for e in &plan.events {
         let device = e.seen.and_then(|i| keys.get(i).copied());
         ids.push(insert_event(tx, account, device, now, &e.event, None)?);
+    }
+    for (key, outcome) in &plan.sign_outs {
+        match outcome {
+            SignOutOutcome::Worked => {
+                tx.execute("UPDATE devices SET signout_at = NULL, signout_followed = 0 WHERE id = ?1", [key])?
+            }
+            SignOutOutcome::StillOnline => {
+                tx.execute("UPDATE devices SET signout_followed = 1 WHERE id = ?1", [key])?
+            }
+        };
     }
     tx.execute(
         "UPDATE accounts SET last_poll_at = ?2, last_poll_ms = ?3, last_poll_devices = ?4,
