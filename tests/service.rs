@@ -269,8 +269,47 @@ async fn status_says_whether_a_daemon_runs_and_when_it_polls_next() {
     assert_eq!(json["daemon_pid"], d.child.id());
     assert_eq!(json["schedule"], "every 1s");
     assert!(json["accounts"][0]["next_poll_at"].is_string(), "{json}");
+    assert_eq!(json["accounts"][0]["trusted_devices"], 0);
+    assert!(json["accounts"][0]["unknown_devices"].is_number(), "{json}");
     let text = stdout(&s.run(&["status"]).await);
     assert!(text.starts_with(&format!("daemon: running (pid {})", d.child.id())), "{text}");
     d.signal("TERM");
     d.wait(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_help_shows_an_example() {
+    let s = Sandbox::new().await;
+    let commands: &[&[&str]] = &[
+        &["run"],
+        &["check"],
+        &["devices"],
+        &["devices", "trust"],
+        &["devices", "untrust"],
+        &["devices", "label"],
+        &["devices", "mute"],
+        &["devices", "unmute"],
+        &["devices", "merge"],
+        &["devices", "forget"],
+        &["history"],
+        &["report"],
+        &["completions"],
+        &["login"],
+        &["logout"],
+        &["doctor"],
+        &["status"],
+        &["service"],
+        &["service", "install"],
+        &["service", "uninstall"],
+        &["service", "status"],
+        &["demo"],
+    ];
+    for c in commands {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let out = s.run(&args).await;
+        assert!(out.status.success(), "{c:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains("Example"), "{c:?} --help has no example:\n{text}");
+    }
 }

@@ -64,6 +64,7 @@ enum Action {
         duration: Option<std::time::Duration>,
     },
     /// End a mute
+    #[command(after_help = "Example: spotguard devices unmute \"Living room TV\"")]
     Unmute {
         /// The device's id, an id prefix (4+ characters), or its name
         device: String,

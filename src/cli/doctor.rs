@@ -160,6 +160,24 @@ impl Cmd {
             ),
             Err(e) => r.line(Verdict::Fail, "notifications", &e.to_string(), None),
         }
+        let unit = crate::service::service_path(
+            crate::service::Manager::native(),
+            &std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default(),
+            std::env::var_os("XDG_CONFIG_HOME")
+                .map(std::path::PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .as_deref(),
+        );
+        if unit.exists() {
+            r.line(Verdict::Pass, "service", &format!("installed at {}", unit.display()), None);
+        } else {
+            r.line(
+                Verdict::Warn,
+                "service",
+                "not installed: spotguard stops with this terminal",
+                Some("spotguard service install"),
+            );
+        }
         match crate::daemon::lock::holder(&ctx.config.database_path()?) {
             Some(pid) => r.line(
                 Verdict::Pass,

@@ -96,6 +96,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  spotguard service install\n  spotguard service status")]
     Service(service::Cmd),
     /// Show what spotguard does against a built-in fake Spotify: no account needed
+    #[command(after_help = "Example: spotguard demo --step 2")]
     Demo(demo::Cmd),
     /// Serve the fake Spotify Web API on loopback (for benchmarks and scripts)
     #[command(hide = true)]

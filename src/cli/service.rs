@@ -25,12 +25,14 @@ enum Action {
         dry_run: bool,
     },
     /// Stop, disable and remove the service (the data stays)
+    #[command(after_help = "Example: spotguard service uninstall --dry-run")]
     Uninstall {
         /// Print what would be removed and run instead
         #[arg(long)]
         dry_run: bool,
     },
     /// Say whether the service is installed, enabled and running, and when it last polled
+    #[command(after_help = "Example: spotguard service status")]
     Status,
 }
 

@@ -37,6 +37,8 @@ struct AccountOut {
     last_error_at: Option<DateTime<Utc>>,
     /// When the running daemon polls next (interval schedules).
     next_poll_at: Option<DateTime<Utc>>,
+    trusted_devices: usize,
+    unknown_devices: usize,
 }
 
 /// The `--json` shape of the whole answer.
@@ -57,6 +59,23 @@ impl Cmd {
             crate::config::Schedule::Cron(_) => None,
         };
         let polls = ctx.store.call(|s| s.account_status()).await?;
+        // Trusted and unknown devices per account name, from the same read-only store.
+        let names = ctx.account_names();
+        let counts = ctx
+            .store
+            .call(move |s| {
+                let mut out = Vec::new();
+                for n in names {
+                    let rows = match s.find_account(&n)? {
+                        Some(a) => s.devices(a, false)?,
+                        None => Vec::new(),
+                    };
+                    let trusted = rows.iter().filter(|d| d.trusted).count();
+                    out.push((n, trusted, rows.len() - trusted));
+                }
+                Ok(out)
+            })
+            .await?;
         let mut out = Vec::new();
         for name in ctx.account_names() {
             let tokens = ctx.tokens.load(&name).await;
@@ -75,6 +94,8 @@ impl Cmd {
                 last_poll_devices: poll.and_then(|p| p.last_poll_devices),
                 last_error: poll.and_then(|p| p.last_error.clone()),
                 last_error_at: poll.and_then(|p| p.last_error_at),
+                trusted_devices: counts.iter().find(|c| c.0 == name).map_or(0, |c| c.1),
+                unknown_devices: counts.iter().find(|c| c.0 == name).map_or(0, |c| c.2),
                 next_poll_at: match (running, every) {
                     (Some(_), Some(every)) => poll.and_then(|p| p.last_poll_at).map(|t| t + every),
                     _ => None,
@@ -136,6 +157,7 @@ fn print_text(a: &AccountOut) {
         ),
         None => println!("  last poll: never"),
     }
+    println!("  devices: {} trusted, {} not trusted", a.trusted_devices, a.unknown_devices);
     if let Some(next) = a.next_poll_at {
         println!("  next poll: {}", next.with_timezone(&Local).format("%H:%M:%S"));
     }
