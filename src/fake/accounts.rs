@@ -529,13 +529,7 @@ pub(super) async fn token(
     let mut pad_beyond = None;
     match fault {
         None => {}
-        Some(Fault::Hang { millis }) => {
-            let mut shutdown = app.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(millis)) => {}
-                _ = shutdown.wait_for(|stopping| *stopping) => {}
-            }
-        }
+        Some(Fault::Hang { millis }) => app.hang(millis).await,
         Some(Fault::Huge { bytes }) => pad_beyond = Some(bytes),
         Some(other) => return token_fault_response(other),
     }

@@ -396,6 +396,17 @@ struct App {
     shutdown: watch::Receiver<bool>,
 }
 
+impl App {
+    /// [`Fault::Hang`]: answer nothing for `millis`, or until the server stops.
+    async fn hang(&self, millis: u64) {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(millis)) => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => {}
+        }
+    }
+}
+
 /// The Accounts service, control endpoints under `/__fake`; everything else goes to [`api`].
 fn router(app: App) -> Router {
     Router::new()
@@ -476,13 +487,7 @@ async fn api(AxumState(app): AxumState<App>, method: Method, uri: Uri, headers: 
     let fault = app.handle.lock().faults.pop_front();
     match fault {
         None => {}
-        Some(Fault::Hang { millis }) => {
-            let mut shutdown = app.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(millis)) => {}
-                _ = shutdown.wait_for(|stopping| *stopping) => {}
-            }
-        }
+        Some(Fault::Hang { millis }) => app.hang(millis).await,
         Some(other) => {
             if let Some(response) = fault_response(other, &app.handle) {
                 return response;
