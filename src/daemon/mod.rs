@@ -69,7 +69,13 @@ impl Context {
     /// Opens the store and builds the HTTP client: the one fallible step from plain
     /// configuration to running parts.
     pub fn build(config: Config, source: Source) -> Result<Context, DaemonError> {
-        let store = Store::open(&config.database_path()?)?;
+        let mut store = Store::open(&config.database_path()?)?;
+        // Bridge the gaps a healthy schedule leaves (with room for a few failed polls), not
+        // a night of a sleeping laptop.
+        store.set_presence_bridge(match config.schedule() {
+            crate::config::Schedule::Every(every) => (every * 3).max(Duration::from_secs(10 * 60)),
+            crate::config::Schedule::Cron(_) => Duration::from_secs(2 * 3600),
+        });
         let client = Client::new(config.spotify.api_base.as_str())?;
         let tokens = TokenStore::new(config.auth.token_store, TokenFiles::new(config.tokens_dir()?))?;
         Ok(Context { config: Arc::new(config), source, store: SharedStore::new(store), client, tokens })

@@ -57,7 +57,13 @@ pub type AccountId = i64;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The longest gap between two successful polls that still counts as "online all along"
+    /// for a device seen at both ends (see [`Store::set_presence_bridge`]).
+    bridge: Duration,
 }
+
+/// The presence bridge until the daemon sets one from its schedule.
+pub const DEFAULT_PRESENCE_BRIDGE: Duration = Duration::from_secs(10 * 60);
 
 /// The store shared by the daemon's tasks. rusqlite blocks, so every call runs on the
 /// blocking pool; the mutex serialises them (one connection, short transactions).
@@ -166,9 +172,16 @@ impl Store {
         set_wal(&conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
-        let mut store = Store { conn, path: path.to_path_buf() };
+        let mut store = Store { conn, path: path.to_path_buf(), bridge: DEFAULT_PRESENCE_BRIDGE };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Sets the longest gap between successful polls across which a device seen at both ends
+    /// is taken as online all along. Longer gaps (a laptop asleep overnight, hours of
+    /// backoff, the daemon stopped) start a new interval: nobody saw the device meanwhile.
+    pub fn set_presence_bridge(&mut self, bridge: Duration) {
+        self.bridge = bridge;
     }
 
     /// The file this store writes.
@@ -268,7 +281,7 @@ impl Store {
         plan: &Plan,
     ) -> Result<Vec<i64>, StoreError> {
         let tx = self.conn.transaction()?;
-        let ids = record_poll_tx(&tx, account, now, took, plan)?;
+        let ids = record_poll_tx(&tx, account, now, took, plan, self.bridge)?;
         tx.commit()?;
         Ok(ids)
     }
@@ -729,10 +742,13 @@ fn record_poll_tx(
     now: DateTime<Utc>,
     took: Duration,
     plan: &Plan,
+    bridge: Duration,
 ) -> Result<Vec<i64>, StoreError> {
     let now_ms = ms(now);
     let prev_poll: Option<i64> =
         tx.query_row("SELECT last_poll_at FROM accounts WHERE id = ?1", [account], |r| r.get(0))?;
+    // Too long since the last successful poll: nothing bridges the gap.
+    let prev_poll = prev_poll.filter(|prev| now_ms - prev <= bridge.as_millis() as i64);
     let mut keys = Vec::with_capacity(plan.seen.len());
     for seen in &plan.seen {
         let d = &seen.device;
@@ -793,10 +809,9 @@ fn record_poll_tx(
     Ok(ids)
 }
 
-/// A device seen in the previous successful poll too extends its open interval; otherwise
-/// it starts a new one. Failed polls do not move `last_poll_at`: a device seen before and
-/// after a stretch of failures (or of the daemon being stopped) is recorded as online across
-/// it, since nothing showed otherwise.
+/// A device seen in the previous successful poll too extends its open interval, if that poll
+/// is within the presence bridge; otherwise it starts a new one. Failed polls do not move
+/// `last_poll_at`, so a short stretch of failures is bridged and a long one is not.
 fn extend_presence(
     tx: &Transaction<'_>,
     key: DeviceKey,

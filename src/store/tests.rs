@@ -213,7 +213,7 @@ fn an_uncommitted_poll_leaves_nothing() {
         evaluate(&known, &Snapshot { devices: vec![dev("x", "Phone")], playback: None }, &policy(), t(0));
     {
         let tx = store.conn.transaction().expect("tx");
-        record_poll_tx(&tx, a, t(0), Duration::ZERO, &plan).expect("write");
+        record_poll_tx(&tx, a, t(0), Duration::ZERO, &plan, DEFAULT_PRESENCE_BRIDGE).expect("write");
         // Dropped without commit: what a kill mid-poll does.
     }
     assert_eq!(count(&store, "devices"), 0);
@@ -370,4 +370,17 @@ fn merge_joins_two_records_and_their_histories() {
     assert!(h.iter().any(|e| e.event.kind() == "device_trusted"), "the old record's events moved over");
     // Seen again under either id: quiet.
     assert!(poll(&mut store, a, t(7), vec![dev("old", "Anna's Phone")]).is_empty());
+}
+
+#[test]
+fn a_long_gap_between_polls_is_not_taken_as_presence() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    store.set_presence_bridge(Duration::from_secs(10 * 60));
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    poll(&mut store, a, t(9), vec![dev("x", "Phone")]);
+    assert_eq!(count(&store, "presence"), 1, "9 minutes: bridged");
+    // The laptop slept for 8 hours: seen before and after is not seen all night.
+    poll(&mut store, a, t(9 + 8 * 60), vec![dev("x", "Phone")]);
+    assert_eq!(count(&store, "presence"), 2);
 }
