@@ -277,6 +277,14 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                         name: seen.device.name.clone(),
                         device_type: seen.device.kind.clone(),
                         spotify_id: seen.device.id.clone(),
+                        // A trusted record with this very name and type that this device is
+                        // not: the original claimed it by id, so this one is a copy.
+                        imitates: known.devices.iter().any(|r| {
+                            r.trusted
+                                && seen.target != Target::Known(r.key)
+                                && r.name == seen.device.name
+                                && kind_key(&r.kind) == kind_key(&seen.device.kind)
+                        }),
                     },
                 });
             }
@@ -486,7 +494,8 @@ mod tests {
         assert!(plan.seen[0].renamed, "a new record takes the name");
         assert!(!plan.all_trusted(&Known::default()));
         match &plan.events[0].event {
-            Event::DeviceAppeared { name, device_type, spotify_id } => {
+            Event::DeviceAppeared { name, device_type, spotify_id, imitates } => {
+                assert!(!imitates, "nothing to imitate");
                 assert_eq!((name.as_str(), device_type.as_str()), ("iPhone", "Smartphone"));
                 assert_eq!(spotify_id.as_deref(), Some("x"));
             }
@@ -550,6 +559,10 @@ mod tests {
         assert_eq!(plan.seen[0].target, Target::New, "the copy cannot claim a record claimed by id");
         assert_eq!(plan.seen[1].target, Target::Known(1));
         assert_eq!(kinds(&plan), ["device_appeared"]);
+        assert!(
+            matches!(plan.events[0].event, Event::DeviceAppeared { imitates: true, .. }),
+            "the alert says it is a copy"
+        );
     }
 
     #[test]

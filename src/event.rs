@@ -26,7 +26,15 @@ pub enum Event {
     /// per device. They stay untrusted until the person reviews them.
     FirstRun { count: u32, names: Vec<String> },
     /// A device that is not trusted is online, and was not alerted within `realert_after`.
-    DeviceAppeared { name: String, device_type: String, spotify_id: Option<String> },
+    DeviceAppeared {
+        name: String,
+        device_type: String,
+        spotify_id: Option<String>,
+        /// It has the exact name and type of a trusted device that is online at the same
+        /// time: a copy made to pass for it. (Absent in events written before this field.)
+        #[serde(default)]
+        imitates: bool,
+    },
     /// A device that is not trusted is playing.
     UnknownPlaying { name: String, device_type: String, what: String, private_session: bool },
     /// A known device (matched by its Spotify id) now has another name.
@@ -105,9 +113,12 @@ impl Event {
                     names.join(", ")
                 )
             }
-            Event::DeviceAppeared { name, device_type, .. } => {
+            Event::DeviceAppeared { name, device_type, imitates: false, .. } => {
                 format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is online")
             }
+            Event::DeviceAppeared { name, device_type, imitates: true, .. } => format!(
+                "unknown device \u{201c}{name}\u{201d} ({device_type}) is online next to your trusted device of that name: one is not yours"
+            ),
             Event::UnknownPlaying { name, device_type, what, .. } => {
                 format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is playing {what}")
             }
@@ -140,5 +151,33 @@ impl Event {
                 format!("device \u{201c}{merged}\u{201d} merged into \u{201c}{kept}\u{201d}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_written_before_a_field_existed_still_read() {
+        let old = r#"{"kind":"device_appeared","name":"Phone","device_type":"Smartphone","spotify_id":null}"#;
+        let e: Event = serde_json::from_str(old).expect("an older event");
+        assert_eq!(
+            e,
+            Event::DeviceAppeared {
+                name: "Phone".into(),
+                device_type: "Smartphone".into(),
+                spotify_id: None,
+                imitates: false
+            }
+        );
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let e = Event::StillOnlineAfterSignOut { name: "TV".into(), device_type: "TV".into(), minutes: 61 };
+        let back: Event = serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("read");
+        assert_eq!(back, e);
+        assert_eq!(back.kind(), "still_online_after_sign_out");
     }
 }

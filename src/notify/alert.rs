@@ -86,6 +86,24 @@ pub fn render(
                 (action::APPS, "Review app access"),
             ],
         ),
+        Event::DeviceAppeared { name, device_type, imitates: true, .. } => (
+            format!(
+                "A device is imitating your \u{201c}{}\u{201d} on your Spotify account{on}",
+                clean(name, MAX_NAME_CHARS)
+            ),
+            format!(
+                "A second {} ({}) appeared at {when}, online next to your trusted one: one of them is not yours. \
+                 Sign out everywhere, then change your password.",
+                bold(name),
+                text(device_type)
+            ),
+            // No "Trust this device": trusting a copy is exactly what it is made for.
+            vec![
+                (action::DEFAULT, "Sign out everywhere"),
+                (action::SIGN_OUT, "Sign out everywhere"),
+                (action::APPS, "Review app access"),
+            ],
+        ),
         Event::DeviceAppeared { name, device_type, .. } => (
             format!("Unknown device on your Spotify account{on}"),
             format!(
@@ -183,7 +201,12 @@ mod tests {
     }
 
     fn appeared(name: &str) -> Event {
-        Event::DeviceAppeared { name: name.into(), device_type: "Smartphone".into(), spotify_id: None }
+        Event::DeviceAppeared {
+            name: name.into(),
+            device_type: "Smartphone".into(),
+            spotify_id: None,
+            imitates: false,
+        }
     }
 
     const URL: &str = "https://www.spotify.com/account/overview/";
@@ -197,6 +220,20 @@ mod tests {
         assert_eq!(keys, ["default", "sign-out", "trust", "apps"]);
         assert!(a.body.contains(&format!("<a href=\"{URL}\">")));
         assert_eq!(a.urgency, Urgency::Normal);
+    }
+
+    #[test]
+    fn a_copy_of_a_trusted_device_is_named_as_such_and_cannot_be_trusted_from_the_alert() {
+        let e = Event::DeviceAppeared {
+            name: "Phone".into(),
+            device_type: "Smartphone".into(),
+            spotify_id: None,
+            imitates: true,
+        };
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        assert_eq!(a.summary, "A device is imitating your \u{201c}Phone\u{201d} on your Spotify account");
+        assert!(a.body.contains("online next to your trusted one"), "{}", a.body);
+        assert!(!a.actions.iter().any(|(k, _)| *k == action::TRUST));
     }
 
     #[test]
