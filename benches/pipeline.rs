@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dbus::{NotificationServer, TestBus};
-use spotguard::auth::{Secret, TOKEN_FILE_VERSION, TokenFiles, TokenSet};
+use spotguard::auth::{Secret, TokenFiles, TokenSet};
 use spotguard::fake::{self, FakeSpotify};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spotguard");
@@ -148,17 +148,7 @@ async fn bench() -> bool {
 fn write_sandbox(dir: &Path, api_base: &str) -> std::path::PathBuf {
     let db = dir.join("data/spotguard.db");
     TokenFiles::new(dir.join("data/tokens"))
-        .save(
-            "default",
-            &TokenSet {
-                version: TOKEN_FILE_VERSION,
-                access_token: Secret::new(TOKEN),
-                refresh_token: None,
-                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
-                scope: String::new(),
-                authorized_at: chrono::Utc::now(),
-            },
-        )
+        .save("default", &TokenSet::new_login(Secret::new(TOKEN), None, chrono::Duration::hours(1)))
         .expect("token file");
     let config = dir.join("config.toml");
     std::fs::write(

@@ -295,8 +295,7 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
     // Follow up "Sign out everywhere": gone means it worked; still there after the grace
     // period means a partner device, which sign-out does not cover.
     let grace = chrono::Duration::from_std(SIGN_OUT_GRACE).unwrap_or(chrono::Duration::hours(1));
-    for r in known.devices.iter().filter(|r| r.signout.is_some()) {
-        let Some((pressed, followed)) = r.signout else { continue };
+    for (r, (pressed, followed)) in known.devices.iter().filter_map(|r| Some((r, r.signout?))) {
         let here = plan.seen.iter().position(|s| s.target == Target::Known(r.key));
         match here {
             None => {

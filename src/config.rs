@@ -305,9 +305,7 @@ impl Config {
         if self.alerts.device_limit == 0 {
             return Err(invalid("alerts.device_limit", "the limit must be 1 or more"));
         }
-        if !self.spotify.redirect_uri.0.starts_with("http://127.0.0.1")
-            && !self.spotify.redirect_uri.0.starts_with("http://[::1]")
-        {
+        if loopback_redirect(self.spotify.redirect_uri.as_str()).is_none() {
             return Err(invalid(
                 "spotify.redirect_uri",
                 "Spotify accepts only a loopback literal here, e.g. \"http://127.0.0.1:8898/callback\" (not localhost)",
@@ -358,6 +356,17 @@ impl Config {
         let db = self.database_path()?;
         Ok(db.parent().unwrap_or_else(|| Path::new(".")).join("tokens"))
     }
+}
+
+/// The address and path the login callback listens on, if `uri` is what Spotify accepts for
+/// a local app and the listener can bind: `http`, a loopback IP literal (not `localhost`), an
+/// explicit port. The one definition of that rule, for the config check and the listener.
+pub fn loopback_redirect(uri: &str) -> Option<(std::net::SocketAddr, String)> {
+    let url = reqwest::Url::parse(uri).ok()?;
+    let ip: std::net::IpAddr = url.host_str()?.trim_matches(['[', ']']).parse().ok()?;
+    (url.scheme() == "http" && ip.is_loopback())
+        .then(|| url.port().map(|port| (std::net::SocketAddr::new(ip, port), url.path().to_string())))
+        .flatten()
 }
 
 /// `$XDG_CONFIG_HOME/spotguard/config.toml` on Linux; the platform's equivalent elsewhere.
@@ -591,6 +600,12 @@ mod tests {
         let e = err("[spotify]\nredirect_uri = \"http://localhost:8898/callback\"\n");
         assert!(e.contains("not localhost"), "{e}");
         parse("[spotify]\nredirect_uri = \"http://[::1]:9000/cb\"\n").expect("::1 ok");
+        for bad in
+            ["http://127.0.0.1.evil.example:8898/cb", "http://127.0.0.1/cb", "https://127.0.0.1:8898/cb"]
+        {
+            let e = err(&format!("[spotify]\nredirect_uri = \"{bad}\"\n"));
+            assert!(e.contains("spotify.redirect_uri"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use common::dbus::{NotificationServer, Recorded, TestBus};
 use common::sandbox::{Daemon, Sandbox};
-use spotguard::audit::{Policy, Snapshot, evaluate};
 use spotguard::fake;
-use spotguard::spotify::Device;
 
 const FULL: &[&str] = &["actions", "body", "body-markup", "body-hyperlinks"];
 const WAIT: Duration = Duration::from_secs(15);
@@ -202,19 +200,7 @@ async fn an_alert_committed_but_not_shown_is_shown_after_a_restart() {
     // What a crash between commit and delivery leaves (here: the first run's summary): an undelivered event in the outbox.
     {
         let mut store = s.store();
-        let now = chrono::Utc::now();
-        let account = store.account("default", now).expect("account");
-        let known = store.load_known(account, now).expect("known");
-        let seen = Device {
-            id: Some("ghost".into()),
-            name: "Ghost".into(),
-            kind: "Tablet".into(),
-            ..Device::default()
-        };
-        let policy =
-            Policy { realert_after: Duration::from_secs(86400), device_limit: 6, ignore: Vec::new() };
-        let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
-        store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
+        common::sandbox::record_seen(&mut store, "ghost", "Ghost", "Tablet");
         assert_eq!(store.undelivered(10).expect("outbox").len(), 1);
     }
     // Spotify shows nothing now; the alert still comes, once.

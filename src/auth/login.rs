@@ -6,7 +6,6 @@
 //! plain page either way. Bounded by a time limit. The code is a secret: it is never logged.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,20 +58,15 @@ pub struct Callback {
 impl Callback {
     /// Binds the loopback address of `redirect_uri`.
     pub async fn bind(redirect_uri: &str) -> Result<Callback, CallbackError> {
-        let bad = || CallbackError::BadRedirect(redirect_uri.to_string());
-        let url = reqwest::Url::parse(redirect_uri).map_err(|_| bad())?;
-        let host = url.host_str().ok_or_else(bad)?.trim_matches(['[', ']']).to_string();
-        let ip: std::net::IpAddr = host.parse().map_err(|_| bad())?;
-        if url.scheme() != "http" || !ip.is_loopback() {
-            return Err(bad());
-        }
-        let port = url.port().ok_or_else(bad)?;
-        let addr = SocketAddr::new(ip, port);
+        let (addr, path) = crate::config::loopback_redirect(redirect_uri)
+            .ok_or_else(|| CallbackError::BadRedirect(redirect_uri.to_string()))?;
         let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => CallbackError::PortInUse { host: host.clone(), port },
+            std::io::ErrorKind::AddrInUse => {
+                CallbackError::PortInUse { host: addr.ip().to_string(), port: addr.port() }
+            }
             _ => CallbackError::Listen { addr: addr.to_string(), reason: e.to_string() },
         })?;
-        Ok(Callback { listener, path: url.path().to_string() })
+        Ok(Callback { listener, path })
     }
 
     /// Waits for the redirect, at most `limit`; returns the authorization code.

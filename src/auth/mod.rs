@@ -90,6 +90,19 @@ pub enum AuthError {
 }
 
 impl TokenSet {
+    /// A login made now: `access` works for `lifetime`, with the scopes spotguard asks for.
+    pub fn new_login(access: Secret, refresh: Option<Secret>, lifetime: chrono::Duration) -> TokenSet {
+        let now = Utc::now();
+        TokenSet {
+            version: TOKEN_FILE_VERSION,
+            access_token: access,
+            refresh_token: refresh,
+            expires_at: now + lifetime,
+            scope: oauth::SCOPES.join(" "),
+            authorized_at: now,
+        }
+    }
+
     /// When the refresh token dies: Spotify ends logins six months after authorisation,
     /// and refreshing does not extend that (since 2026).
     pub fn login_expires_at(&self) -> DateTime<Utc> {

@@ -198,7 +198,7 @@ fn expiring(t: &TokenSet) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{TOKEN_FILE_VERSION, TokenFiles};
+    use crate::auth::TokenFiles;
     use crate::fake::{FakeSpotify, Fault};
 
     const CLIENT: &str = "session-test-client";
@@ -220,12 +220,8 @@ mod tests {
             .save(
                 "default",
                 &TokenSet {
-                    version: TOKEN_FILE_VERSION,
-                    access_token: Secret::new(access),
-                    refresh_token: Some(Secret::new(refresh)),
-                    expires_at: Utc::now() + expires_in,
-                    scope: "user-read-playback-state".into(),
                     authorized_at: Utc::now() - chrono::Duration::days(3),
+                    ..TokenSet::new_login(Secret::new(access), Some(Secret::new(refresh)), expires_in)
                 },
             )
             .expect("save");
@@ -308,14 +304,8 @@ mod tests {
         assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
         // `spotguard login` writes a new login while the daemon holds the old one.
         let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
-        let login = TokenSet {
-            version: TOKEN_FILE_VERSION,
-            access_token: Secret::new(access),
-            refresh_token: Some(Secret::new(refresh)),
-            expires_at: Utc::now() + chrono::Duration::hours(1),
-            scope: String::new(),
-            authorized_at: Utc::now(),
-        };
+        let login =
+            TokenSet::new_login(Secret::new(access), Some(Secret::new(refresh)), chrono::Duration::hours(1));
         s.files.save("default", &login).expect("save");
         // The old token is refused: the store's newer login is used, no refresh spent.
         let now = s.session.after_unauthorized(&old.token).await.expect("adopted");

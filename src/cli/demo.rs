@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use crate::auth::{Secret, TOKEN_FILE_VERSION, TokenSet};
+use crate::auth::{Secret, TokenSet};
 use crate::config::{BaseUrl, Config, HumanDuration, Source, TokenStoreKind};
 use crate::daemon::{self, Context, Control, poll};
 use crate::event::TrustedBy;
@@ -45,17 +45,7 @@ impl Cmd {
         config.auth.token_store = TokenStoreKind::File;
         let ctx = Context::build(config, Source::Defaults(dir.path().join("config.toml")))?;
         ctx.tokens
-            .save(
-                "default",
-                &TokenSet {
-                    version: TOKEN_FILE_VERSION,
-                    access_token: Secret::new(TOKEN),
-                    refresh_token: None,
-                    expires_at: Utc::now() + chrono::Duration::hours(1),
-                    scope: "user-read-playback-state".into(),
-                    authorized_at: Utc::now(),
-                },
-            )
+            .save("default", &TokenSet::new_login(Secret::new(TOKEN), None, chrono::Duration::hours(1)))
             .await?;
 
         println!("spotguard demo: the real watcher against a fake Spotify on {}", fake.addr());

@@ -112,21 +112,21 @@ impl Dispatcher {
                 _ => Ok(false),
             };
             let id = ev.id;
-            match shown {
+            // Every outcome is delivered (shown, or logged only) or a failed attempt to retry.
+            let delivered = match shown {
                 Ok(true) => {
                     done.shown += 1;
-                    store.call(move |s| s.mark_delivered(id, Utc::now())).await?;
+                    true
                 }
                 Ok(false) => {
                     done.logged_only += 1;
-                    store.call(move |s| s.mark_delivered(id, Utc::now())).await?;
+                    true
                 }
                 // A graphical session whose notification server has not started yet (the
                 // daemon can start first at login): retry, as for a failing server.
                 Err(DesktopError::NoServer(why)) if graphical_session() && ev.attempts + 1 < MAX_ATTEMPTS => {
-                    done.failed += 1;
                     tracing::debug!(event = id, "no notification server yet ({why}); will retry");
-                    store.call(move |s| s.note_attempt(id)).await?;
+                    false
                 }
                 Err(DesktopError::NoServer(why)) => {
                     if !self.warned_no_server.swap(true, Ordering::Relaxed) {
@@ -135,19 +135,25 @@ impl Dispatcher {
                         );
                     }
                     done.logged_only += 1;
-                    store.call(move |s| s.mark_delivered(id, Utc::now())).await?;
+                    true
                 }
                 Err(e) => {
-                    done.failed += 1;
-                    let last = ev.attempts + 1 >= MAX_ATTEMPTS;
                     tracing::warn!(event = id, attempt = ev.attempts + 1, "could not show the alert: {e}");
-                    store
-                        .call(move |s| {
-                            s.note_attempt(id)?;
-                            if last { s.mark_delivered(id, Utc::now()) } else { Ok(()) }
-                        })
-                        .await?;
+                    false
                 }
+            };
+            if delivered {
+                store.call(move |s| s.mark_delivered(id, Utc::now())).await?;
+            } else {
+                done.failed += 1;
+                // After the last attempt it stays in the log, delivered or not.
+                let last = ev.attempts + 1 >= MAX_ATTEMPTS;
+                store
+                    .call(move |s| {
+                        s.note_attempt(id)?;
+                        if last { s.mark_delivered(id, Utc::now()) } else { Ok(()) }
+                    })
+                    .await?;
             }
         }
         Ok((done, fetched))

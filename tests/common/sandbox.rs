@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use spotguard::auth::{Secret, TOKEN_FILE_VERSION, TokenFiles, TokenSet};
+use spotguard::auth::{Secret, TokenFiles, TokenSet};
 use spotguard::fake::{FakeHandle, FakeSpotify};
 use spotguard::store::Store;
 
@@ -148,21 +148,9 @@ impl Sandbox {
     /// Records one reviewed, trusted device, as after a first run the person went through:
     /// from then on every new device is alerted on its own (not summarised).
     pub fn seed_reviewed(&self) {
-        use spotguard::audit::{Policy, Snapshot, evaluate};
         let mut store = self.store();
         let now = chrono::Utc::now();
-        let account = store.account("default", now).expect("account");
-        let known = store.load_known(account, now).expect("known");
-        let seen = spotguard::spotify::Device {
-            id: Some("reviewed-0".into()),
-            name: "Reviewed laptop".into(),
-            kind: "Computer".into(),
-            ..Default::default()
-        };
-        let policy =
-            Policy { realert_after: Duration::from_secs(86_400), device_limit: 6, ignore: Vec::new() };
-        let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
-        store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
+        let account = record_seen(&mut store, "reviewed-0", "Reviewed laptop", "Computer");
         for d in store.devices(account, false).expect("devices") {
             store.trust(d.key, spotguard::event::TrustedBy::Cli, now).expect("trust");
         }
@@ -196,6 +184,25 @@ impl Sandbox {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Records, through the library, one successful poll of `default` that saw one device, as
+/// the daemon would (rules, then one transaction). Returns the account's id.
+pub fn record_seen(store: &mut Store, id: &str, name: &str, kind: &str) -> i64 {
+    use spotguard::audit::{Policy, Snapshot, evaluate};
+    let now = chrono::Utc::now();
+    let account = store.account("default", now).expect("account");
+    let known = store.load_known(account, now).expect("known");
+    let seen = spotguard::spotify::Device {
+        id: Some(id.into()),
+        name: name.into(),
+        kind: kind.into(),
+        ..Default::default()
+    };
+    let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 6, ignore: Vec::new() };
+    let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
+    store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
+    account
 }
 
 /// A running `spotguard run`; killed on drop if still running.
@@ -243,14 +250,11 @@ impl Drop for Daemon {
 }
 
 pub fn token_set(token: &str) -> TokenSet {
-    TokenSet {
-        version: TOKEN_FILE_VERSION,
-        access_token: Secret::new(token),
-        refresh_token: Some(Secret::new("test-refresh-token-deadbeef")),
-        expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
-        scope: "user-read-playback-state".into(),
-        authorized_at: chrono::Utc::now(),
-    }
+    TokenSet::new_login(
+        Secret::new(token),
+        Some(Secret::new("test-refresh-token-deadbeef")),
+        chrono::Duration::hours(1),
+    )
 }
 
 /// A loopback port free at this moment (bound, read, released).
