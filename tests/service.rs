@@ -23,21 +23,79 @@ fn rendered_unit(out: &str) -> String {
     lines.by_ref().take_while(|l| !l.starts_with("Would run:")).map(|l| format!("{l}\n")).collect()
 }
 
-/// A directory with fake `systemctl` that records its arguments and exits with `code`.
-fn fake_systemctl(dir: &Path, code: i32) -> PathBuf {
+/// A directory of stand-ins for systemd's tools. Each appends its arguments to
+/// `systemd.log`. `systemctl show` prints `state` (a running unit unless a test writes
+/// another); a file `nobus` makes every `systemctl` fail as it does without a user bus.
+/// `systemd-run` really runs the self-check after `--`, unless `refuse-full` holds an exit code
+/// for a probe that asks for `PrivateUsers=yes` (a host without user namespaces).
+/// `journalctl` prints `journal`.
+fn fake_systemd(dir: &Path) -> PathBuf {
     let bin = dir.join("fakebin");
     std::fs::create_dir_all(&bin).expect("dir");
-    let script = bin.join("systemctl");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> '{}'\n[ {code} = 0 ] || echo 'Failed to connect to bus: No medium found' >&2\nexit {code}\n",
-            dir.join("systemctl.log").display()
+    let d = dir.display();
+    let scripts = [
+        (
+            "systemctl",
+            format!(
+                r#"#!/bin/sh
+echo "systemctl $*" >> '{d}/systemd.log'
+if [ -e '{d}/nobus' ]; then echo 'Failed to connect to bus: No medium found' >&2; exit 1; fi
+case "$2" in
+  show) if [ -e '{d}/state' ]; then cat '{d}/state'; else printf 'ActiveState=active
+SubState=running
+Result=success
+StatusText=default: last poll 12:00:00
+'; fi ;;
+  enable) echo "Created symlink $HOME/.config/systemd/user/default.target.wants/spotguard.service." >&2 ;;
+  status) grep -q failed '{d}/state' 2>/dev/null && echo '     Active: failed (Result: exit-code) since today' ;;
+  is-enabled) echo enabled ;;
+esac
+exit 0
+"#
+            ),
         ),
-    )
-    .expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (
+            "systemd-run",
+            format!(
+                r#"#!/bin/sh
+echo "systemd-run $*" >> '{d}/systemd.log'
+full=no
+for a in "$@"; do [ "$a" = PrivateUsers=yes ] && full=yes; [ "$a" = PrivateUsers=no ] && full=no; done
+if [ "$full" = yes ] && [ -e '{d}/refuse-full' ]; then
+  echo "Job for run-u7.service failed." >&2; exit "$(cat '{d}/refuse-full')"
+fi
+while [ "$1" != -- ]; do shift; done; shift
+exec "$@"
+"#
+            ),
+        ),
+        (
+            "journalctl",
+            format!(
+                r#"#!/bin/sh
+echo "journalctl $*" >> '{d}/systemd.log'
+cat '{d}/journal' 2>/dev/null
+exit 0
+"#
+            ),
+        ),
+    ];
+    for (name, text) in scripts {
+        let script = bin.join(name);
+        std::fs::write(&script, text).expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     bin
+}
+
+async fn run_with(s: &Sandbox, bin: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = s.cmd(args);
+    cmd.env("PATH", path_with(bin));
+    tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join")
+}
+
+fn systemd_log(s: &Sandbox) -> String {
+    std::fs::read_to_string(s.path().join("systemd.log")).unwrap_or_default()
 }
 
 fn path_with(bin: &Path) -> String {
@@ -52,16 +110,33 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
     let text = stdout(&out);
     let unit = rendered_unit(&text);
     assert!(unit.contains(&format!("--config {}", s.config_path().display())), "{unit}");
-    assert!(text.contains("systemctl --user enable --now spotguard.service"), "{text}");
-    let path = s.path().join("spotguard.service");
-    std::fs::write(&path, &unit).expect("write unit");
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze is a test dependency (Debian: systemd); tests never skip");
-    let said = String::from_utf8_lossy(&verify.stderr);
-    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(text.contains("systemctl --user enable spotguard.service"), "{text}");
+    assert!(
+        text.contains("systemd-run --user --wait --collect --quiet --service-type=exec -p LimitCORE=0"),
+        "{text}"
+    );
+    // The unit as rendered for this user, and as the Debian package ships it.
+    for (name, unit) in [
+        ("spotguard.service", unit),
+        (
+            "packaged/spotguard.service",
+            // verify wants the binary to exist; the specifiers are what is checked here.
+            service::systemd::render_packaged().replace("/usr/bin/spotguard", common::sandbox::BIN),
+        ),
+    ] {
+        let path = s.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        std::fs::write(&path, &unit).expect("write unit");
+        let verify = Command::new("systemd-analyze")
+            .args(["verify", "--user", "--man=no"])
+            .arg(&path)
+            .env("HOME", s.path())
+            .env("XDG_RUNTIME_DIR", s.path())
+            .output()
+            .expect("systemd-analyze is a test dependency (Debian: systemd); tests never skip");
+        let said = String::from_utf8_lossy(&verify.stderr);
+        assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify {name}: {said}");
+    }
     assert!(!s.path().join("xdg-config/systemd").exists(), "--dry-run writes nothing");
 }
 
@@ -70,9 +145,11 @@ fn launchd_agent_parses_with_the_promised_keys() {
     let target = Target {
         binary: PathBuf::from("/usr/local/bin/spotguard"),
         config: Some(PathBuf::from("/Users/me/Library/Application Support/spotguard/config.toml")),
+        config_dir: PathBuf::from("/Users/me/Library/Application Support/spotguard"),
         data_dir: PathBuf::from("/Users/me/Library/Application Support/spotguard"),
     };
-    let text = service::render_launchd(&target, Path::new("/Users/me/Library/Logs/spotguard"));
+    let text =
+        service::render_launchd(&target, Path::new("/Users/me/Library/Logs/spotguard")).expect("renders");
     let v: plist::Value = plist::from_bytes(text.as_bytes()).expect("a valid plist");
     let d = v.as_dictionary().expect("a dictionary");
     assert_eq!(d.get("Label").and_then(|v| v.as_string()), Some("io.github.spotguard"));
@@ -104,37 +181,121 @@ fn launchd_agent_parses_with_the_promised_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn install_writes_the_unit_and_enables_it_and_uninstall_undoes_it() {
+async fn install_probes_the_sandbox_starts_the_unit_and_uninstall_undoes_it() {
     let s = Sandbox::new().await;
-    let bin = fake_systemctl(s.path(), 0);
-    let mut cmd = s.cmd(&["service", "install"]);
-    cmd.env("PATH", path_with(&bin));
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    let bin = fake_systemd(s.path());
+    let out = run_with(&s, &bin, &["service", "install"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("loginctl enable-linger"), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Sandbox: full (own user namespace"), "{text}");
+    assert!(text.contains("Status: default: last poll"), "{text}");
+    assert!(text.contains("loginctl enable-linger"), "{text}");
     let unit = s.path().join("xdg-config/systemd/user/spotguard.service");
-    let text = std::fs::read_to_string(&unit).expect("unit written");
-    assert!(text.contains("Type=notify"));
-    let log = std::fs::read_to_string(s.path().join("systemctl.log")).expect("systemctl ran");
-    assert_eq!(log, "--user daemon-reload\n--user enable --now spotguard.service\n");
+    let written = std::fs::read_to_string(&unit).expect("unit written");
+    assert!(written.contains("PrivateUsers=yes"));
+    assert!(written.contains(&format!("BindPaths={}\n", s.db_path().parent().expect("dir").display())));
+    assert!(!s.path().join("xdg-config/systemd/user/spotguard.service.d/profile.conf").exists());
+    let log = systemd_log(&s);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "systemctl --user daemon-reload");
+    // The probe ran the real self-check under the unit's own sandbox settings.
+    assert!(lines[1].starts_with("systemd-run --user --wait --collect"), "{log}");
+    assert!(lines[1].contains("-p PrivateUsers=yes") && lines[1].contains("-p ProtectHome=tmpfs"), "{log}");
+    assert!(
+        lines[1].ends_with(&format!(
+            "-- {} --config {} service self-check",
+            std::fs::canonicalize(common::sandbox::BIN).expect("bin").display(),
+            s.config_path().display()
+        )),
+        "{log}"
+    );
+    let rest = &lines[2..];
+    assert_eq!(
+        rest[..4],
+        [
+            "systemctl --user daemon-reload",
+            "systemctl --user enable spotguard.service",
+            "systemctl --user reset-failed spotguard.service",
+            "systemctl --user restart --no-block spotguard.service"
+        ],
+        "{log}"
+    );
+    assert!(rest[4].starts_with("systemctl --user show -p ActiveState"), "{log}");
 
-    let mut cmd = s.cmd(&["service", "uninstall"]);
-    cmd.env("PATH", path_with(&bin));
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    let out = run_with(&s, &bin, &["service", "status"]).await;
+    let text = stdout(&out);
+    assert!(text.contains("enabled: enabled") && text.contains("state: active (running)"), "{text}");
+    assert!(text.contains("sandbox: full"), "{text}");
+
+    let out = run_with(&s, &bin, &["service", "uninstall"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!unit.exists(), "unit removed");
     assert!(s.db_path().exists(), "data kept");
-    let log = std::fs::read_to_string(s.path().join("systemctl.log")).expect("log");
-    assert!(log.ends_with("--user disable --now spotguard.service\n--user daemon-reload\n"), "{log}");
+    assert!(
+        systemd_log(&s)
+            .ends_with("systemctl --user disable --now spotguard.service\nsystemctl --user daemon-reload\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_user_namespaces_install_falls_back_to_the_reduced_profile_and_says_so() {
+    let s = Sandbox::new().await;
+    let bin = fake_systemd(s.path());
+    std::fs::write(s.path().join("refuse-full"), "226").expect("write");
+    let out = run_with(&s, &bin, &["service", "install"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("The full sandbox does not start on this host (status=226/NAMESPACE"), "{text}");
+    assert!(text.contains("Sandbox: reduced"), "{text}");
+    let dropin = s.path().join("xdg-config/systemd/user/spotguard.service.d/profile.conf");
+    let d = std::fs::read_to_string(&dropin).expect("drop-in written");
+    assert!(d.contains("# Why: status=226/NAMESPACE") && d.contains("PrivateUsers=no"), "{d}");
+    let log = systemd_log(&s);
+    assert_eq!(log.lines().filter(|l| l.starts_with("systemd-run")).count(), 2, "{log}");
+    let text = stdout(&run_with(&s, &bin, &["service", "status"]).await);
+    assert!(text.contains("sandbox: reduced") && text.contains("status=226/NAMESPACE"), "{text}");
+
+    // Once the host allows the full sandbox, installing again removes the drop-in.
+    std::fs::remove_file(s.path().join("refuse-full")).expect("rm");
+    let out = run_with(&s, &bin, &["service", "install"]).await;
+    assert!(out.status.success() && stdout(&out).contains("Sandbox: full"), "{}", stdout(&out));
+    assert!(!dropin.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unit_that_does_not_start_is_reported_in_systemds_own_words() {
+    let s = Sandbox::new().await;
+    let bin = fake_systemd(s.path());
+    std::fs::write(
+        s.path().join("state"),
+        "ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainCode=1\nExecMainStatus=218\n",
+    )
+    .expect("write");
+    std::fs::write(
+        s.path().join("journal"),
+        "spotguard.service: Failed to drop capabilities: Operation not permitted\n",
+    )
+    .expect("write");
+    let out = run_with(&s, &bin, &["service", "install"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not start: failed (failed), result exit-code, last exit status=218/CAPABILITIES"),
+        "{err}"
+    );
+    assert!(err.contains("Active: failed (Result: exit-code)"), "{err}");
+    assert!(err.contains("Failed to drop capabilities: Operation not permitted"), "{err}");
+    assert!(err.contains("What to do: run `spotguard run` in a terminal"), "{err}");
+    assert!(!err.contains("Created symlink"), "systemd's success line is not the reason: {err}");
+    assert!(!err.contains("session bus"), "the bus was fine: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn install_without_a_user_bus_says_what_to_do() {
     let s = Sandbox::new().await;
-    let bin = fake_systemctl(s.path(), 1);
-    let mut cmd = s.cmd(&["service", "install"]);
-    cmd.env("PATH", path_with(&bin));
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    let bin = fake_systemd(s.path());
+    std::fs::write(s.path().join("nobus"), "").expect("write");
+    let out = run_with(&s, &bin, &["service", "install"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");

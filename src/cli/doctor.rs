@@ -168,8 +168,13 @@ impl Cmd {
                 .filter(|p| p.is_absolute())
                 .as_deref(),
         );
-        if unit.exists() {
-            r.line(Verdict::Pass, "service", &format!("installed at {}", unit.display()), None);
+        if unit.exists() || std::path::Path::new(crate::service::systemd::PACKAGED_UNIT).exists() {
+            let shown = if unit.exists() {
+                unit.display().to_string()
+            } else {
+                crate::service::systemd::PACKAGED_UNIT.to_string()
+            };
+            r.line(Verdict::Pass, "service", &format!("installed at {shown}"), None);
         } else {
             r.line(
                 Verdict::Warn,

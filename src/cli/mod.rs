@@ -29,9 +29,12 @@ use crate::daemon::Context;
 /// Exit status of `check` when a device that is not trusted is online.
 pub const EXIT_UNTRUSTED: u8 = 3;
 
+/// The version and the commit it was built from: "0.1.0 (commit 1a2b3c4d5e6f)".
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SPOTGUARD_GIT_COMMIT"), ")");
+
 /// Tells you the moment a device you do not know uses your Spotify account.
 #[derive(Debug, Parser)]
-#[command(name = "spotguard", version, propagate_version = true)]
+#[command(name = "spotguard", version = VERSION, propagate_version = true)]
 #[command(
     after_help = "Start with `spotguard demo` to see what an alert looks like, no Spotify account needed."
 )]

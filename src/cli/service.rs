@@ -1,13 +1,24 @@
 //! `spotguard service install|uninstall|status`: run spotguard as a per-user service.
+//!
+//! On Linux, install writes the user unit (or uses the one a package installed), probes
+//! which sandbox profile starts on this host with a transient unit running `service
+//! self-check`, enables and starts the unit, and waits until systemd says it is running or
+//! why it is not. A failed start is reported with systemd's own words (state, exit status,
+//! the journal's last lines), never with a guess.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use crate::config::Source;
 use crate::daemon::Context;
+use crate::service::systemd::{self, Profile, UnitState, Verdict};
 use crate::service::{self, Manager, Plan, Target};
+
+/// How long install waits for the unit to report READY (or fail) after starting it.
+const START_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, clap::Args)]
 pub struct Cmd {
@@ -20,7 +31,7 @@ enum Action {
     /// Write the service file, then enable and start it
     #[command(after_help = "Example: spotguard service install --dry-run")]
     Install {
-        /// Print the file and the commands instead of writing and running them
+        /// Print the files and the commands instead of writing and running them
         #[arg(long)]
         dry_run: bool,
     },
@@ -34,6 +45,10 @@ enum Action {
     /// Say whether the service is installed, enabled and running, and when it last polled
     #[command(after_help = "Example: spotguard service status")]
     Status,
+    /// Check that spotguard can start here: load the config and open the database (what
+    /// `service install` runs inside the sandbox it probes)
+    #[command(hide = true)]
+    SelfCheck,
 }
 
 struct Env {
@@ -61,60 +76,406 @@ impl Cmd {
         let env = env()?;
         match self.action {
             Action::Install { dry_run } => {
-                let database = ctx.config.database_path()?;
-                let target = Target {
-                    binary: std::env::current_exe()
-                        .and_then(|p| p.canonicalize())
-                        .context("cannot tell where the spotguard binary is")?,
-                    config: match &ctx.source {
-                        Source::File(p) => Some(absolute(p)?),
-                        Source::Defaults(_) => None,
-                    },
-                    data_dir: absolute(database.parent().unwrap_or(Path::new(".")))?,
-                };
-                let plan =
-                    service::install(env.manager, &env.home, env.xdg_config.as_deref(), &target, env.uid);
-                if dry_run {
-                    show(&plan);
-                    return Ok(ExitCode::SUCCESS);
-                }
-                apply(&plan, env.manager).await?;
-                println!("Installed and started spotguard as a user service: {}", plan.path.display());
-                if env.manager == Manager::Systemd {
-                    println!(
-                        "A user service stops when you log out. To keep it running without a login (alerts are \
-                         then only logged): loginctl enable-linger $USER"
-                    );
-                    println!("Logs: journalctl --user -u spotguard -f");
+                let target = target(&ctx)?;
+                match env.manager {
+                    Manager::Systemd => return install_systemd(&env, &target, dry_run).await,
+                    Manager::Launchd => {
+                        let plan = service::launchd_install(&env.home, &target, env.uid)?;
+                        if dry_run {
+                            show(&plan);
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        apply_launchd(&plan).await?;
+                        println!(
+                            "Installed and started spotguard as a launchd agent: {}",
+                            plan.path.display()
+                        );
+                    }
                 }
             }
             Action::Uninstall { dry_run } => {
-                let plan = service::uninstall(env.manager, &env.home, env.xdg_config.as_deref(), env.uid);
-                if dry_run {
-                    show(&plan);
-                    return Ok(ExitCode::SUCCESS);
+                let data = ctx.config.database_path()?.parent().unwrap_or(Path::new(".")).to_path_buf();
+                match env.manager {
+                    Manager::Systemd => return uninstall_systemd(&env, &data, dry_run).await,
+                    Manager::Launchd => {
+                        let plan = service::launchd_uninstall(&env.home, env.uid);
+                        if dry_run {
+                            show(&plan);
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        if !plan.path.exists() {
+                            println!(
+                                "spotguard is not installed as a service ({} does not exist).",
+                                plan.path.display()
+                            );
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        apply_launchd(&plan).await?;
+                        println!("Removed the spotguard service. Its data stays in {}.", data.display());
+                    }
                 }
-                if !plan.path.exists() {
-                    println!(
-                        "spotguard is not installed as a service ({} does not exist).",
-                        plan.path.display()
-                    );
-                    return Ok(ExitCode::SUCCESS);
-                }
-                apply(&plan, env.manager).await?;
-                println!(
-                    "Removed the spotguard service. Its data stays in {}.",
-                    ctx.config.database_path()?.parent().unwrap_or(Path::new(".")).display()
-                );
             }
             Action::Status => status(&ctx, &env).await?,
+            Action::SelfCheck => {
+                // Building the context loaded the config and opened (created, migrated) the
+                // database: what the daemon needs before anything else.
+                println!(
+                    "spotguard can start here: config read, database {} open",
+                    ctx.config.database_path()?.display()
+                );
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
+/// What the service runs, from the running binary and the loaded configuration.
+fn target(ctx: &Context) -> anyhow::Result<Target> {
+    let database = ctx.config.database_path()?;
+    let config = match &ctx.source {
+        Source::File(p) => Some(absolute(p)?),
+        Source::Defaults(_) => None,
+    };
+    let config_dir = match &config {
+        Some(c) => c.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        None => crate::config::default_config_path()?.parent().unwrap_or(Path::new("/")).to_path_buf(),
+    };
+    Ok(Target {
+        binary: std::env::current_exe()
+            .and_then(|p| p.canonicalize())
+            .context("cannot tell where the spotguard binary is")?,
+        config,
+        config_dir,
+        data_dir: absolute(database.parent().unwrap_or(Path::new(".")))?,
+    })
+}
+
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+}
+
+/// The paths of the user's unit, its drop-ins, and whether a package's unit is used instead.
+struct Files {
+    user_unit: PathBuf,
+    dropins: PathBuf,
+    packaged: bool,
+}
+
+impl Files {
+    fn new(env: &Env, target: Option<&Target>) -> anyhow::Result<Files> {
+        let unit_dir = service::unit_dir(&env.home, env.xdg_config.as_deref());
+        let packaged = Path::new(systemd::PACKAGED_UNIT).exists()
+            && match target {
+                Some(t) => {
+                    let default_dir = crate::config::default_config_path()?;
+                    systemd::packaged_fits(t, &env.home, default_dir.parent().unwrap_or(Path::new("/")))
+                }
+                None => true,
+            };
+        Ok(Files {
+            user_unit: unit_dir.join(systemd::UNIT),
+            dropins: systemd::dropin_dir(&unit_dir),
+            packaged,
+        })
+    }
+
+    fn profile(&self) -> PathBuf {
+        self.dropins.join(systemd::PROFILE_DROPIN)
+    }
+
+    fn session(&self) -> PathBuf {
+        self.dropins.join(systemd::SESSION_DROPIN)
+    }
+}
+
+fn session_vars() -> Vec<(&'static str, String)> {
+    systemd::DISPLAY_VARS.iter().map(|v| (*v, std::env::var(v).unwrap_or_default())).collect()
+}
+
+fn self_check_command(target: &Target) -> Vec<String> {
+    let mut cmd = vec![target.binary.display().to_string()];
+    if let Some(c) = &target.config {
+        cmd.push("--config".into());
+        cmd.push(c.display().to_string());
+    }
+    cmd.extend(["service".to_string(), "self-check".to_string()]);
+    cmd
+}
+
+async fn install_systemd(env: &Env, target: &Target, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let files = Files::new(env, Some(target))?;
+    // The probe always runs the settings with real paths: transient units get no specifiers.
+    let rendered = systemd::render(target)?;
+    let full = systemd::sandbox_settings(&rendered);
+    let mut reduced = full.clone();
+    reduced.extend(systemd::REDUCED.iter().map(|s| s.to_string()));
+    let check = self_check_command(target);
+    let session = systemd::session_dropin(&session_vars());
+
+    if dry_run {
+        if files.packaged {
+            println!("Would use the packaged unit {} (no copy in your home)", systemd::PACKAGED_UNIT);
+        } else {
+            println!("Would write {}:\n{rendered}", files.user_unit.display());
+        }
+        if let Some(s) = &session {
+            println!("Would write {}:\n{s}", files.session().display());
+        }
+        println!("Would run:");
+        println!("  systemctl --user daemon-reload");
+        println!("  {}", systemd::probe_command(&full, &check).join(" "));
+        println!(
+            "If the full sandbox does not start, would write {} and run:\n{}",
+            files.profile().display(),
+            systemd::reduced_dropin("(systemd's reason)")
+        );
+        println!("  {}", systemd::probe_command(&reduced, &check).join(" "));
+        println!("  systemctl --user daemon-reload");
+        println!("  systemctl --user enable {}", systemd::UNIT);
+        println!("  systemctl --user restart {}", systemd::UNIT);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // The data dir is bound into the sandbox, so it must exist before the unit starts (the
+    // daemon would otherwise write into the empty tmpfs home and lose it on exit).
+    create_private_dir(&target.data_dir)?;
+    if files.packaged {
+        if files.user_unit.exists() {
+            remove(&files.user_unit)?;
+            println!("Removed {}: the packaged unit is used instead.", files.user_unit.display());
+        }
+    } else {
+        write(&files.user_unit, &rendered)?;
+    }
+    match &session {
+        Some(text) => write(&files.session(), text)?,
+        None => remove_if_exists(&files.session())?,
+    }
+    systemctl(&["daemon-reload"]).await?;
+
+    let profile = match probe(&full, &check).await {
+        Ok(()) => {
+            remove_if_exists(&files.profile())?;
+            Profile::Full
+        }
+        Err(why) => {
+            if let Err(why_reduced) = probe(&reduced, &check).await {
+                bail!(
+                    "spotguard cannot start as a service here: the full sandbox failed ({why}) and so did the \
+                     reduced one ({why_reduced}); run `spotguard run` in a terminal to see why"
+                );
+            }
+            println!("The full sandbox does not start on this host ({why}); using the reduced profile.");
+            write(&files.profile(), &systemd::reduced_dropin(&why))?;
+            Profile::Reduced
+        }
+    };
+    systemctl(&["daemon-reload"]).await?;
+    systemctl(&["enable", systemd::UNIT]).await?;
+    // A unit that hit its start limit before would refuse to start again.
+    let _ = run_command(&["systemctl", "--user", "reset-failed", systemd::UNIT]).await;
+    systemctl(&["restart", "--no-block", systemd::UNIT]).await?;
+
+    let state = wait_for_start().await?;
+    let unit_shown =
+        if files.packaged { PathBuf::from(systemd::PACKAGED_UNIT) } else { files.user_unit.clone() };
+    match state.verdict() {
+        Verdict::Running => {
+            println!("Installed and started spotguard as a user service: {}", unit_shown.display());
+            println!("Sandbox: {} ({}).", profile.name(), profile.describe());
+            if !state.status_text.is_empty() {
+                println!("Status: {}", crate::text::terminal(&state.status_text));
+            }
+            println!(
+                "A user service stops when you log out. To keep it running without a login (alerts are \
+                 then only logged): loginctl enable-linger $USER"
+            );
+            println!("Logs: journalctl --user -u spotguard -f");
+            Ok(ExitCode::SUCCESS)
+        }
+        verdict => {
+            let what = if verdict == Verdict::Starting {
+                format!("spotguard was installed but did not report ready within {}s", START_WAIT.as_secs())
+            } else {
+                "spotguard was installed but did not start".to_string()
+            };
+            eprintln!("{what}: {}.", state.describe());
+            explain_failure().await;
+            eprintln!(
+                "What to do: run `spotguard run` in a terminal to see the error, fix it, then `spotguard \
+                 service install` again (or `spotguard service uninstall`). The unit file is {}.",
+                unit_shown.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Starts the self-check under `settings` in a transient unit; the reason when it does not run.
+async fn probe(settings: &[String], check: &[String]) -> Result<(), String> {
+    let cmd = systemd::probe_command(settings, check);
+    let words: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    match run_command(&words).await {
+        Ok(_) => Ok(()),
+        Err(Failure::Ran { code, stderr }) => {
+            let name = code.and_then(systemd::exit_code_name);
+            let mut why = match (code, name) {
+                (Some(c), Some(n)) => format!("status={c}/{n}"),
+                (Some(c), None) => format!("status={c}"),
+                (None, _) => "killed".to_string(),
+            };
+            if let Some(line) = stderr.lines().find(|l| !l.trim().is_empty()) {
+                why.push_str(": ");
+                why.push_str(line.trim());
+            }
+            Err(crate::text::terminal(&why))
+        }
+        Err(Failure::NotRun(e)) => Err(format!("cannot run systemd-run: {e}")),
+    }
+}
+
+/// Polls the unit's state until it runs, fails, or [`START_WAIT`] passes.
+async fn wait_for_start() -> anyhow::Result<UnitState> {
+    let started = Instant::now();
+    loop {
+        let state = show_state().await?;
+        let verdict = state.verdict();
+        if verdict != Verdict::Starting || started.elapsed() >= START_WAIT {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn show_state() -> anyhow::Result<UnitState> {
+    let out = systemctl(&["show", "-p", systemd::SHOW_PROPERTIES, systemd::UNIT]).await?;
+    Ok(UnitState::parse(&out))
+}
+
+/// systemd's own account of a failed start: the status line and the journal's last lines.
+async fn explain_failure() {
+    if let Ok(out) = run_command(&["systemctl", "--user", "status", "--no-pager", "--lines=0", systemd::UNIT])
+        .await
+        .or_else(|f| match f {
+            Failure::Ran { stderr, .. } => Ok(stderr),
+            Failure::NotRun(_) => Err(()),
+        })
+    {
+        for line in
+            out.lines().filter(|l| l.contains("Active:") || l.contains("Process:") || l.contains("Main PID:"))
+        {
+            eprintln!("  {}", crate::text::terminal(line.trim()));
+        }
+    }
+    let journal =
+        run_command(&["journalctl", "--user", "-u", systemd::UNIT, "-n", "12", "--no-pager", "-o", "cat"])
+            .await
+            .unwrap_or_default();
+    if journal.trim().is_empty() {
+        eprintln!(
+            "  (the user journal has no lines for spotguard; `journalctl --user -u spotguard` may need persistent journal storage)"
+        );
+    } else {
+        eprintln!("Last journal lines:");
+        for line in journal.lines() {
+            eprintln!("  {}", crate::text::terminal(line));
+        }
+    }
+}
+
+async fn uninstall_systemd(env: &Env, data: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let files = Files::new(env, None)?;
+    let ours: Vec<PathBuf> = [files.user_unit.clone(), files.profile(), files.session()]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    if dry_run {
+        for p in &ours {
+            println!("Would remove {}", p.display());
+        }
+        println!(
+            "Would run:\n  systemctl --user disable --now {}\n  systemctl --user daemon-reload",
+            systemd::UNIT
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ours.is_empty() && !files.packaged {
+        println!("spotguard is not installed as a service ({} does not exist).", files.user_unit.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Stop and disable first, while the unit still exists; a unit that is not loaded is fine.
+    if let Err(Failure::Ran { stderr, .. }) =
+        run_command(&["systemctl", "--user", "disable", "--now", systemd::UNIT]).await
+        && systemd::no_user_bus(&stderr)
+    {
+        bail!(no_bus_sentence(
+            &format!("systemctl --user disable --now {}", systemd::UNIT),
+            &stderr,
+            &files.user_unit
+        ));
+    }
+    for p in &ours {
+        remove(p)?;
+    }
+    let _ = std::fs::remove_dir(&files.dropins);
+    systemctl(&["daemon-reload"]).await?;
+    println!("Removed the spotguard service. Its data stays in {}.", data.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Installed? Enabled? Running, and in which sandbox? And what the database says of the last polls.
+async fn status(ctx: &Context, env: &Env) -> anyhow::Result<()> {
+    match env.manager {
+        Manager::Systemd => {
+            let files = Files::new(env, None)?;
+            let unit = if files.user_unit.exists() {
+                format!("{} (installed)", files.user_unit.display())
+            } else if files.packaged {
+                format!("{} (from the package)", systemd::PACKAGED_UNIT)
+            } else {
+                format!("{} (not installed: `spotguard service install`)", files.user_unit.display())
+            };
+            println!("service file: {unit}");
+            let enabled = match run_command(&["systemctl", "--user", "is-enabled", systemd::UNIT]).await {
+                Ok(out) => out.trim().to_string(),
+                Err(Failure::Ran { stderr, .. }) if stderr.trim().is_empty() => "disabled".to_string(),
+                Err(Failure::Ran { stderr, .. }) => format!("unknown ({})", first_line(&stderr)),
+                Err(Failure::NotRun(e)) => format!("unknown (cannot run systemctl: {e})"),
+            };
+            println!("enabled: {}", crate::text::terminal(&enabled));
+            match show_state().await {
+                Ok(state) => println!("state: {}", crate::text::terminal(&state.describe())),
+                Err(e) => println!("state: unknown ({e:#})"),
+            }
+            let profile = files.profile();
+            if profile.exists() {
+                let why = std::fs::read_to_string(&profile)
+                    .ok()
+                    .and_then(|t| t.lines().find_map(|l| l.strip_prefix("# Why: ").map(str::to_string)))
+                    .unwrap_or_default();
+                println!(
+                    "sandbox: reduced ({}); the full sandbox did not start: {}",
+                    profile.display(),
+                    crate::text::terminal(&why)
+                );
+            } else if files.user_unit.exists() || files.packaged {
+                println!("sandbox: full ({})", Profile::Full.describe());
+            }
+        }
+        Manager::Launchd => {
+            let path = service::service_path(env.manager, &env.home, None);
+            println!(
+                "service file: {} ({})",
+                path.display(),
+                if path.exists() { "installed" } else { "not installed: `spotguard service install`" }
+            );
+        }
+    }
+    for a in ctx.store.call(|s| s.account_status()).await? {
+        let last = a.last_poll_at.map_or("never".to_string(), |t| super::format::ago(t, chrono::Utc::now()));
+        println!("account {}: last poll {last}", a.name);
+    }
+    Ok(())
 }
 
 fn show(plan: &Plan) {
@@ -128,86 +489,136 @@ fn show(plan: &Plan) {
     }
 }
 
-/// Writes or removes the file, in the order that keeps the manager consistent, and runs
-/// the commands.
-async fn apply(plan: &Plan, manager: Manager) -> anyhow::Result<()> {
+/// Writes or removes the agent, in the order that keeps launchd consistent, and runs the commands.
+async fn apply_launchd(plan: &Plan) -> anyhow::Result<()> {
     match &plan.contents {
         Some(text) => {
-            if let Some(dir) = plan.path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            std::fs::write(&plan.path, text)
-                .with_context(|| format!("cannot write {}", plan.path.display()))?;
+            write(&plan.path, text)?;
             for (i, c) in plan.commands.iter().enumerate() {
-                // launchd's first command boots out an older copy; it fails when there is none.
-                let may_fail = manager == Manager::Launchd && i == 0;
-                run(c, &plan.path, may_fail).await?;
+                let words: Vec<&str> = c.iter().map(String::as_str).collect();
+                match run_command(&words).await {
+                    Ok(_) => {}
+                    // The first command boots out an older copy; it fails when there is none.
+                    Err(_) if i == 0 => {}
+                    Err(f) => bail!("`{}` failed ({})", c.join(" "), f.sentence()),
+                }
             }
         }
         None => {
-            // Stop and disable first, while the unit still exists.
-            if let Some((first, rest)) = plan.commands.split_first() {
-                run(first, &plan.path, true).await?;
-                std::fs::remove_file(&plan.path)
-                    .with_context(|| format!("cannot remove {}", plan.path.display()))?;
-                for c in rest {
-                    run(c, &plan.path, false).await?;
-                }
+            for c in &plan.commands {
+                let words: Vec<&str> = c.iter().map(String::as_str).collect();
+                let _ = run_command(&words).await;
             }
+            remove(&plan.path)?;
         }
     }
     Ok(())
 }
 
-async fn run(words: &[String], file: &Path, may_fail: bool) -> anyhow::Result<()> {
-    let Some((program, args)) = words.split_first() else { return Ok(()) };
-    let out = tokio::process::Command::new(program).args(args).output().await;
-    let failure = match out {
-        Ok(o) if o.status.success() => return Ok(()),
-        Ok(o) => String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("no message").to_string(),
-        Err(e) => e.to_string(),
-    };
-    if may_fail {
-        tracing::debug!("{} failed: {failure}", words.join(" "));
-        return Ok(());
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    bail!(
-        "`{}` failed ({}); the service file is at {}. Without a user session bus (ssh, containers) \
-         systemctl --user cannot work: run `systemctl --user daemon-reload && systemctl --user enable --now \
-         spotguard` from your desktop session",
-        words.join(" "),
-        crate::text::terminal(&failure),
-        file.display()
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn remove(path: &Path) -> anyhow::Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Why a command did not succeed.
+enum Failure {
+    /// It ran and exited non-zero (`None`: killed by a signal).
+    Ran { code: Option<i32>, stderr: String },
+    /// It could not be started.
+    NotRun(std::io::Error),
+}
+
+impl Failure {
+    fn sentence(&self) -> String {
+        match self {
+            Failure::Ran { code, stderr } => {
+                let line = first_line(stderr);
+                match code {
+                    Some(c) if line.is_empty() => format!("exit status {c}"),
+                    Some(c) => format!("exit status {c}: {line}"),
+                    None => format!("killed: {line}"),
+                }
+            }
+            Failure::NotRun(e) => e.to_string(),
+        }
+    }
+}
+
+/// The first line of stderr that is not systemd's note of a symlink it made: `enable` reports
+/// success on stderr ("Created symlink ..."), so that line is never the reason.
+fn first_line(stderr: &str) -> String {
+    crate::text::terminal(
+        stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("Created symlink") && !l.starts_with("Removed "))
+            .unwrap_or(""),
     )
 }
 
-/// Installed? Enabled? Running? And what the database says of the last polls.
-async fn status(ctx: &Context, env: &Env) -> anyhow::Result<()> {
-    let path = service::service_path(env.manager, &env.home, env.xdg_config.as_deref());
-    println!(
-        "service file: {} ({})",
-        path.display(),
-        if path.exists() { "installed" } else { "not installed: `spotguard service install`" }
-    );
-    if env.manager == Manager::Systemd {
-        for what in ["is-enabled", "is-active"] {
-            let out = tokio::process::Command::new("systemctl")
-                .args(["--user", what, service::SYSTEMD_UNIT])
-                .output()
-                .await;
-            let answer = match out {
-                Ok(o) if !o.stdout.is_empty() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-                Ok(o) => {
-                    format!("unknown ({})", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or(""))
-                }
-                Err(e) => format!("unknown (cannot run systemctl: {e})"),
-            };
-            println!("{}: {}", what.trim_start_matches("is-"), crate::text::terminal(&answer));
+/// Runs a command; its stdout on success.
+async fn run_command(words: &[&str]) -> Result<String, Failure> {
+    let (program, args) = words.split_first().expect("a command has a program");
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(Failure::NotRun)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Failure::Ran {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// `systemctl --user ARGS`, its stdout; a failure as one sentence, with the session-bus advice
+/// only when the user manager could not be reached at all.
+async fn systemctl(args: &[&str]) -> anyhow::Result<String> {
+    let mut words = vec!["systemctl", "--user"];
+    words.extend_from_slice(args);
+    match run_command(&words).await {
+        Ok(out) => Ok(out),
+        Err(Failure::Ran { stderr, .. }) if systemd::no_user_bus(&stderr) => {
+            bail!(no_bus_sentence(&words.join(" "), &stderr, Path::new("~/.config/systemd/user")))
         }
+        Err(f) => bail!("`{}` failed ({})", words.join(" "), f.sentence()),
     }
-    for a in ctx.store.call(|s| s.account_status()).await? {
-        let last = a.last_poll_at.map_or("never".to_string(), |t| super::format::ago(t, chrono::Utc::now()));
-        println!("account {}: last poll {last}", a.name);
-    }
-    Ok(())
+}
+
+fn no_bus_sentence(command: &str, stderr: &str, file: &Path) -> String {
+    format!(
+        "`{command}` cannot reach your user's service manager ({}); the service files are in {}. Without a \
+         user session bus (ssh without a login session, su, containers) systemctl --user cannot work: run \
+         `spotguard service install` from your desktop session, or after `loginctl enable-linger $USER` \
+         with XDG_RUNTIME_DIR=/run/user/$(id -u)",
+        first_line(stderr),
+        file.parent().unwrap_or(file).display()
+    )
 }

@@ -5,7 +5,10 @@
 //! only when the browser exits, and neither may hold up the daemon. Under systemd the
 //! daemon is sandboxed (read-only home, no new privileges): a browser started from inside
 //! that sandbox could not write its profile, so the opener runs in a unit of its own
-//! through `systemd-run --user`.
+//! through `systemd-run --user`. That unit gets the user manager's environment, which lacks
+//! the display on desktops that never import it, so the display variables are passed along:
+//! the daemon's own where the manager gave it some, else the ones `service install` saw in
+//! the person's session (`SPOTGUARD_SESSION_*`, from the unit's `session.conf` drop-in).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -23,7 +26,11 @@ pub async fn open(command: &[String], url: &str) -> bool {
     let mut cmd = if std::env::var_os("INVOCATION_ID").is_some() {
         // Started by systemd: leave the service's sandbox.
         let mut c = tokio::process::Command::new("systemd-run");
-        c.args(["--user", "--collect", "--quiet", "--"]).arg(program);
+        c.args(["--user", "--collect", "--quiet"]);
+        for (name, value) in display_env(|k| std::env::var(k).ok()) {
+            c.arg(format!("--setenv={name}={value}"));
+        }
+        c.arg("--").arg(program);
         c
     } else {
         tokio::process::Command::new(program)
@@ -65,9 +72,40 @@ pub async fn open(command: &[String], url: &str) -> bool {
     }
 }
 
+/// The display variables for the opener: each from `get(NAME)`, else from
+/// `get(SPOTGUARD_SESSION_NAME)`; missing and empty ones are left out.
+fn display_env(get: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+    use crate::service::systemd::{DISPLAY_VARS, SESSION_VAR_PREFIX};
+    DISPLAY_VARS
+        .iter()
+        .filter_map(|name| {
+            let value = get(name)
+                .filter(|v| !v.is_empty())
+                .or_else(|| get(&format!("{SESSION_VAR_PREFIX}{name}")).filter(|v| !v.is_empty()))?;
+            Some((*name, value))
+        })
+        .collect()
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_comes_from_the_manager_else_from_the_installing_session() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let got = display_env(env(&[("DISPLAY", ":1"), ("SPOTGUARD_SESSION_DISPLAY", ":0")]));
+        assert_eq!(got, [("DISPLAY", ":1".to_string())]);
+        let got = display_env(env(&[
+            ("SPOTGUARD_SESSION_DISPLAY", ":0"),
+            ("SPOTGUARD_SESSION_WAYLAND_DISPLAY", "wayland-0"),
+            ("XAUTHORITY", ""),
+        ]));
+        assert_eq!(got, [("DISPLAY", ":0".to_string()), ("WAYLAND_DISPLAY", "wayland-0".to_string())]);
+        assert!(display_env(|_| None).is_empty());
+    }
 
     #[tokio::test]
     async fn url_is_the_last_argument_and_not_shell_interpreted() {

@@ -1,0 +1,548 @@
+//! The systemd user unit: rendering, the two sandbox profiles, the probe that picks one, and
+//! reading what `systemctl show` says about the unit once it is started.
+//!
+//! The shipped unit is the *full* profile: its own user namespace (`PrivateUsers=yes`, without
+//! which a user manager before systemd 257 cannot drop capabilities and silently skips the
+//! mount options), a read-only system, an empty home with the data dir bound in. Hosts that
+//! forbid unprivileged user namespaces (Ubuntu's AppArmor restriction, `max_user_namespaces=0`)
+//! cannot start it; for them `service install` adds the *reduced* profile as a drop-in, which
+//! keeps every protection that needs no namespace (seccomp filters, no new privileges, no W+X
+//! memory). Which one a host gets is decided by starting a transient unit with the same
+//! properties ([`probe_command`]), never by guessing from version numbers.
+//!
+//! Everything here is pure: text and argument lists in and out. Running them is the CLI's.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::{ServiceError, Target};
+
+const TEMPLATE: &str = include_str!("../../systemd/spotguard.service");
+
+/// The unit's name.
+pub const UNIT: &str = "spotguard.service";
+
+/// Where a distribution package puts the unit (the Debian package does).
+pub const PACKAGED_UNIT: &str = "/usr/lib/systemd/user/spotguard.service";
+
+/// The binary path the packaged unit runs.
+pub const PACKAGED_BINARY: &str = "/usr/bin/spotguard";
+
+/// The drop-in that selects the reduced profile, in `spotguard.service.d/`.
+pub const PROFILE_DROPIN: &str = "profile.conf";
+
+/// The drop-in that carries the installing session's display variables, in `spotguard.service.d/`.
+pub const SESSION_DROPIN: &str = "session.conf";
+
+/// The marker line in the template after which every `[Service]` line is a sandbox setting.
+const HARDENING_MARKER: &str = "# Hardening";
+
+/// The display variables a browser needs. The user manager often lacks them (desktops that
+/// never import them into it), and the URL opener runs through it.
+pub const DISPLAY_VARS: [&str; 4] = ["DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_SESSION_TYPE"];
+
+/// The prefix under which `session.conf` passes the installing session's display variables
+/// to the daemon, for the opener to use when the manager's own are missing.
+pub const SESSION_VAR_PREFIX: &str = "SPOTGUARD_SESSION_";
+
+/// Which sandbox the unit runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// The shipped unit as it is.
+    Full,
+    /// The shipped unit plus [`REDUCED`] as a drop-in.
+    Reduced,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Full => "full",
+            Profile::Reduced => "reduced",
+        }
+    }
+
+    /// One line for a person: what this profile protects.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Profile::Full => {
+                "own user namespace, read-only system, home hidden except the data dir, no capabilities, \
+                 system-call filter"
+            }
+            Profile::Reduced => {
+                "system-call filter, no new privileges, no W+X memory; no namespaces (this host does not \
+                 allow unprivileged user namespaces)"
+            }
+        }
+    }
+}
+
+/// The reduced profile: every setting that needs a mount or user namespace, or dropping
+/// capabilities (which needs one in a user manager), switched off; the seccomp-based ones
+/// (`SystemCallFilter`, `RestrictNamespaces`, `RestrictRealtime`, `RestrictSUIDSGID`,
+/// `MemoryDenyWriteExecute`, `LockPersonality`, `RestrictAddressFamilies`), `NoNewPrivileges`
+/// and `UMask` stay.
+pub const REDUCED: &[&str] = &[
+    "PrivateUsers=no",
+    "PrivateMounts=no",
+    "ProtectSystem=no",
+    "ProtectHome=no",
+    "BindPaths=",
+    "BindReadOnlyPaths=",
+    "PrivateTmp=no",
+    "PrivateDevices=no",
+    "ProtectKernelTunables=no",
+    "ProtectKernelModules=no",
+    "ProtectKernelLogs=no",
+    "ProtectControlGroups=no",
+    "ProtectClock=no",
+    "ProtectHostname=no",
+    // An empty assignment resets the list; `~` with nothing after it keeps every capability
+    // in the bounding set, i.e. leaves it alone.
+    "CapabilityBoundingSet=",
+    "CapabilityBoundingSet=~",
+];
+
+/// A word for a unit file: `%` doubled (systemd's specifier character), quoted when it holds
+/// a space, a quote or a backslash. Control characters cannot be represented (a newline
+/// would start a new directive) and are refused.
+pub fn unit_word(p: &Path) -> Result<String, ServiceError> {
+    let s = p.to_str().ok_or_else(|| ServiceError::Unrepresentable(p.to_path_buf()))?;
+    if s.chars().any(char::is_control) {
+        return Err(ServiceError::Unrepresentable(p.to_path_buf()));
+    }
+    let s = s.replace('%', "%%");
+    Ok(if s.contains([' ', '"', '\\', '\'']) {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        s
+    })
+}
+
+/// The unit file for `target`.
+pub fn render(target: &Target) -> Result<String, ServiceError> {
+    let args = match &target.config {
+        Some(c) => format!(" --config {}", unit_word(c)?),
+        None => String::new(),
+    };
+    // `-`: a config dir that does not exist (defaults only) is not an error.
+    let read_only = format!("-{} {}", unit_word(&target.config_dir)?, unit_word(&target.binary)?);
+    Ok(fill(&unit_word(&target.binary)?, &args, &unit_word(&target.data_dir)?, &read_only))
+}
+
+/// The unit the Debian package ships: `/usr/bin/spotguard`, the default config, and the
+/// default data dir written with specifiers (`%h` home, `%E` the user's config dir).
+pub fn render_packaged() -> String {
+    fill(PACKAGED_BINARY, "", "%h/.local/share/spotguard", "-%E/spotguard")
+}
+
+fn fill(bin: &str, args: &str, data_dir: &str, read_only: &str) -> String {
+    TEMPLATE
+        .replace("@BIN@", bin)
+        .replace("@ARGS@", args)
+        .replace("@DATA_DIR@", data_dir)
+        .replace("@READ_ONLY@", read_only)
+}
+
+/// Whether the packaged unit runs `target` as it is: the packaged binary, the default config
+/// and data locations. Then `service install` only enables it.
+pub fn packaged_fits(target: &Target, home: &Path, default_config_dir: &Path) -> bool {
+    target.binary == Path::new(PACKAGED_BINARY)
+        && target.config.as_ref().is_none_or(|c| c.parent() == Some(default_config_dir))
+        && target.config_dir == default_config_dir
+        && target.data_dir == home.join(".local/share/spotguard")
+}
+
+/// The drop-in directory beside the user's unit path.
+pub fn dropin_dir(unit_dir: &Path) -> PathBuf {
+    unit_dir.join(format!("{UNIT}.d"))
+}
+
+/// The reduced profile's drop-in, with the reason the full one did not start.
+pub fn reduced_dropin(reason: &str) -> String {
+    let mut s = String::from(
+        "# Written by `spotguard service install`: the full sandbox did not start on this host, so\n\
+         # this drop-in switches off what needs user or mount namespaces. Remove this file and run\n\
+         # `systemctl --user daemon-reload` (or run `spotguard service install` again) to retry.\n",
+    );
+    // The reason is systemd's own words; keep it to one comment line.
+    let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let _ = writeln!(s, "# Why: {reason}");
+    s.push_str("[Service]\n");
+    for line in REDUCED {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
+/// The session drop-in: the display variables of the session that ran `service install`,
+/// under [`SESSION_VAR_PREFIX`], for the URL opener. `None` when the session has none.
+pub fn session_dropin(vars: &[(&str, String)]) -> Option<String> {
+    let lines: Vec<String> = vars
+        .iter()
+        .filter(|(_, v)| !v.is_empty() && !v.chars().any(char::is_control))
+        .map(|(k, v)| {
+            let value = format!("{SESSION_VAR_PREFIX}{k}={v}").replace('%', "%%");
+            format!("Environment=\"{}\"\n", value.replace('\\', "\\\\").replace('"', "\\\""))
+        })
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "# Written by `spotguard service install`: the display of the session it ran in, so that\n\
+         # \"Sign out everywhere\" can open a browser when the user manager does not know it.\n\
+         [Service]\n{}",
+        lines.concat()
+    ))
+}
+
+/// The sandbox settings of a unit text: every `[Service]` line after the hardening marker,
+/// plus `LimitCORE`. These are what the probe starts a transient unit with.
+pub fn sandbox_settings(unit: &str) -> Vec<String> {
+    let mut in_service = false;
+    let mut hardening = false;
+    let mut out = Vec::new();
+    for line in unit.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        if !in_service {
+            continue;
+        }
+        if line.starts_with(HARDENING_MARKER) {
+            hardening = true;
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if hardening || line.starts_with("LimitCORE=") {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
+/// The transient unit that tells whether `settings` start on this host: `systemd-run` runs
+/// `spotguard service self-check` under them and waits for it.
+pub fn probe_command(settings: &[String], self_check: &[String]) -> Vec<String> {
+    let mut cmd: Vec<String> =
+        ["systemd-run", "--user", "--wait", "--collect", "--quiet", "--service-type=exec"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for s in settings {
+        cmd.push("-p".into());
+        cmd.push(s.clone());
+    }
+    cmd.push("--".into());
+    cmd.extend(self_check.iter().cloned());
+    cmd
+}
+
+/// What `systemctl --user show` says of the unit (the properties [`SHOW_PROPERTIES`] asks for).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitState {
+    pub active: String,
+    pub sub: String,
+    pub result: String,
+    /// `exited`, `killed`, `dumped`, or empty.
+    pub main_code: String,
+    pub main_status: Option<i32>,
+    pub restarts: u32,
+    pub status_text: String,
+    /// The unit file the manager loaded, and its drop-ins.
+    pub fragment: String,
+    pub dropins: String,
+}
+
+/// The properties [`UnitState::parse`] reads.
+pub const SHOW_PROPERTIES: &str =
+    "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,NRestarts,StatusText,FragmentPath,DropInPaths";
+
+impl UnitState {
+    /// Parses `KEY=VALUE` lines.
+    pub fn parse(text: &str) -> UnitState {
+        let mut s = UnitState::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            match k {
+                "ActiveState" => s.active = v.into(),
+                "SubState" => s.sub = v.into(),
+                "Result" => s.result = v.into(),
+                "ExecMainCode" => {
+                    s.main_code = match v {
+                        "1" => "exited".into(),
+                        "2" => "killed".into(),
+                        "3" => "dumped".into(),
+                        _ => v.into(),
+                    }
+                }
+                "ExecMainStatus" => s.main_status = v.parse().ok(),
+                "NRestarts" => s.restarts = v.parse().unwrap_or(0),
+                "StatusText" => s.status_text = v.into(),
+                "FragmentPath" => s.fragment = v.into(),
+                "DropInPaths" => s.dropins = v.into(),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// Where a start stands.
+    pub fn verdict(&self) -> Verdict {
+        match (self.active.as_str(), self.sub.as_str()) {
+            ("active", "running") | ("reloading", _) => Verdict::Running,
+            ("failed", _) => Verdict::Failed,
+            // It ran and died: the manager restarts it, but it will most likely die again.
+            ("activating", "auto-restart") => Verdict::Failed,
+            ("inactive", _) if self.result != "success" && !self.result.is_empty() => Verdict::Failed,
+            _ => Verdict::Starting,
+        }
+    }
+
+    /// "status=218/CAPABILITIES" for a unit that exited with a code, "signal 9" when killed.
+    pub fn exit_status(&self) -> Option<String> {
+        let status = self.main_status?;
+        match self.main_code.as_str() {
+            "exited" if status != 0 => Some(match exit_code_name(status) {
+                Some(name) => format!("status={status}/{name}"),
+                None => format!("status={status}"),
+            }),
+            "killed" | "dumped" => Some(format!("signal {status}")),
+            _ => None,
+        }
+    }
+
+    /// One sentence for `service status` and a failed install.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} ({})", self.active, self.sub);
+        if self.result == "start-limit-hit" {
+            s.push_str(
+                ": it failed to start 5 times within 5 minutes, so systemd stopped retrying \
+                 (`systemctl --user reset-failed spotguard` then `systemctl --user start spotguard` \
+                 once the cause is fixed)",
+            );
+        } else if !self.result.is_empty() && self.result != "success" {
+            let _ = write!(s, ", result {}", self.result);
+        }
+        if let Some(e) = self.exit_status() {
+            let _ = write!(s, ", last exit {e}");
+        }
+        s
+    }
+}
+
+/// How a start is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Running,
+    Starting,
+    Failed,
+}
+
+/// systemd's exit codes for a unit that failed before running its program
+/// (systemd.exec(5), "Process Exit Codes"), and the ones spotguard itself uses.
+pub fn exit_code_name(code: i32) -> Option<&'static str> {
+    Some(match code {
+        1 => "FAILURE",
+        2 => "INVALIDARGUMENT",
+        200 => "CHDIR",
+        203 => "EXEC",
+        204 => "MEMORY",
+        205 => "LIMITS",
+        209 => "STDOUT",
+        210 => "CHROOT",
+        214 => "SETSCHEDULER",
+        216 => "GROUP",
+        217 => "USER",
+        218 => "CAPABILITIES",
+        219 => "CGROUP",
+        224 => "PAM",
+        225 => "NETWORK",
+        226 => "NAMESPACE",
+        227 => "NO_NEW_PRIVILEGES",
+        228 => "SECCOMP",
+        230 => "PERSONALITY",
+        231 => "APPARMOR_PROFILE",
+        232 => "ADDRESS_FAMILIES",
+        233 => "RUNTIME_DIRECTORY",
+        237 => "KEYRING",
+        242 => "NUMA_POLICY",
+        243 => "CREDENTIALS",
+        245 => "BPF",
+        _ => return None,
+    })
+}
+
+/// Whether a `systemctl --user` failure means it could not reach the user manager at all
+/// (ssh without a session, `su`, a container without a user bus), as opposed to the unit
+/// failing.
+pub fn no_user_bus(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("failed to connect to bus")
+        || s.contains("failed to connect to user scope bus")
+        || s.contains("$dbus_session_bus_address and $xdg_runtime_dir not defined")
+        || s.contains("no medium found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            binary: PathBuf::from("/opt/spot guard/bin/spotguard"),
+            config: Some(PathBuf::from("/home/a/.config/spotguard/config.toml")),
+            config_dir: PathBuf::from("/home/a/.config/spotguard"),
+            data_dir: PathBuf::from("/home/a/.local/share/spotguard"),
+        }
+    }
+
+    #[test]
+    fn unit_has_real_paths_and_the_promised_settings() {
+        let unit = render(&target()).expect("renders");
+        for placeholder in ["@BIN@", "@ARGS@", "@DATA_DIR@", "@READ_ONLY@"] {
+            assert!(!unit.contains(placeholder), "{placeholder} left in:\n{unit}");
+        }
+        assert!(unit.contains(
+            "ExecStart=\"/opt/spot guard/bin/spotguard\" run --config /home/a/.config/spotguard/config.toml"
+        ));
+        assert!(unit.contains("BindPaths=/home/a/.local/share/spotguard\n"));
+        assert!(
+            unit.contains("BindReadOnlyPaths=-/home/a/.config/spotguard \"/opt/spot guard/bin/spotguard\"\n")
+        );
+        for line in [
+            "Type=notify",
+            "WatchdogSec=120",
+            "Restart=on-failure",
+            "StartLimitBurst=5",
+            "StartLimitIntervalSec=300",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "PrivateUsers=yes",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=tmpfs",
+            "PrivateTmp=yes",
+            "MemoryDenyWriteExecute=yes",
+            "SystemCallFilter=~@privileged @resources",
+            "LimitCORE=0",
+            "WantedBy=default.target",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "missing {line}");
+        }
+    }
+
+    #[test]
+    fn without_a_config_file_no_config_flag() {
+        let unit = render(&Target { config: None, ..target() }).expect("renders");
+        assert!(unit.contains("ExecStart=\"/opt/spot guard/bin/spotguard\" run\n"), "{unit}");
+    }
+
+    #[test]
+    fn a_path_with_a_newline_cannot_inject_a_directive() {
+        let t = Target { data_dir: PathBuf::from("/tmp/x\nExecStartPre=/bin/evil"), ..target() };
+        let err = render(&t).expect_err("refused");
+        assert!(err.to_string().contains("cannot be written into a service file"), "{err}");
+        let t = Target { binary: PathBuf::from("/opt/100%/spotguard"), ..target() };
+        assert!(render(&t).expect("renders").contains("ExecStart=/opt/100%%/spotguard run"));
+    }
+
+    #[test]
+    fn packaged_unit_uses_specifiers_and_the_system_binary() {
+        let unit = render_packaged();
+        assert!(unit.contains("ExecStart=/usr/bin/spotguard run\n"), "{unit}");
+        assert!(unit.contains("BindPaths=%h/.local/share/spotguard\n"));
+        assert!(unit.contains("BindReadOnlyPaths=-%E/spotguard\n"));
+        let home = Path::new("/home/a");
+        let fits = Target {
+            binary: PathBuf::from(PACKAGED_BINARY),
+            config: None,
+            config_dir: home.join(".config/spotguard"),
+            data_dir: home.join(".local/share/spotguard"),
+        };
+        assert!(packaged_fits(&fits, home, &home.join(".config/spotguard")));
+        let elsewhere = Target { data_dir: PathBuf::from("/srv/spotguard"), ..fits.clone() };
+        assert!(!packaged_fits(&elsewhere, home, &home.join(".config/spotguard")));
+        let own_build = Target { binary: PathBuf::from("/home/a/.cargo/bin/spotguard"), ..fits };
+        assert!(!packaged_fits(&own_build, home, &home.join(".config/spotguard")));
+    }
+
+    #[test]
+    fn the_probe_carries_every_sandbox_setting_and_nothing_else() {
+        let unit = render(&target()).expect("renders");
+        let settings = sandbox_settings(&unit);
+        assert!(settings.contains(&"PrivateUsers=yes".to_string()), "{settings:?}");
+        assert!(settings.contains(&"LimitCORE=0".to_string()));
+        assert!(settings.contains(&"SystemCallFilter=~@privileged @resources".to_string()));
+        assert!(settings.iter().all(|s| !s.starts_with("ExecStart") && !s.starts_with("Type=")));
+        assert!(settings.iter().all(|s| !s.starts_with("WantedBy") && !s.starts_with('#')));
+        let cmd = probe_command(&settings, &["/bin/spotguard".into(), "service".into(), "self-check".into()]);
+        assert_eq!(cmd[..3], ["systemd-run", "--user", "--wait"]);
+        assert_eq!(cmd.iter().filter(|w| *w == "-p").count(), settings.len());
+        assert_eq!(cmd[cmd.len() - 4..], ["--", "/bin/spotguard", "service", "self-check"]);
+    }
+
+    #[test]
+    fn reduced_dropin_resets_what_needs_namespaces() {
+        let d = reduced_dropin("status=218/CAPABILITIES\nsecond line");
+        assert!(d.contains("# Why: status=218/CAPABILITIES second line\n[Service]\n"), "{d}");
+        assert!(d.lines().any(|l| l == "PrivateUsers=no"));
+        assert!(d.lines().any(|l| l == "ProtectHome=no"));
+        assert!(d.lines().any(|l| l == "BindPaths="));
+        assert!(!d.contains("SystemCallFilter"), "the seccomp settings stay");
+        assert!(!d.contains("NoNewPrivileges"));
+    }
+
+    #[test]
+    fn session_dropin_quotes_values_and_skips_what_is_missing() {
+        assert_eq!(session_dropin(&[("DISPLAY", String::new())]), None);
+        let d = session_dropin(&[("DISPLAY", ":0".into()), ("XAUTHORITY", "/home/a b/.Xauthority".into())])
+            .expect("some");
+        assert!(d.contains("Environment=\"SPOTGUARD_SESSION_DISPLAY=:0\"\n"), "{d}");
+        assert!(d.contains("Environment=\"SPOTGUARD_SESSION_XAUTHORITY=/home/a b/.Xauthority\"\n"), "{d}");
+        assert_eq!(session_dropin(&[("DISPLAY", ":0\nExecStartPre=/x".into())]), None);
+    }
+
+    #[test]
+    fn unit_state_reads_systemctl_show() {
+        let s = UnitState::parse(
+            "ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainCode=1\nExecMainStatus=218\n\
+             NRestarts=4\nStatusText=\n",
+        );
+        assert_eq!(s.verdict(), Verdict::Failed);
+        assert_eq!(s.exit_status().as_deref(), Some("status=218/CAPABILITIES"));
+        assert!(s.describe().contains("result exit-code, last exit status=218/CAPABILITIES"));
+        let s = UnitState::parse("ActiveState=active\nSubState=running\nResult=success\nExecMainCode=0\n");
+        assert_eq!(s.verdict(), Verdict::Running);
+        assert_eq!(s.exit_status(), None);
+        let s = UnitState::parse("ActiveState=activating\nSubState=auto-restart\nResult=exit-code\n");
+        assert_eq!(s.verdict(), Verdict::Failed);
+        let s = UnitState::parse("ActiveState=activating\nSubState=start\nResult=success\n");
+        assert_eq!(s.verdict(), Verdict::Starting);
+        let s = UnitState::parse("ActiveState=failed\nSubState=failed\nResult=start-limit-hit\n");
+        assert!(s.describe().contains("stopped retrying"), "{}", s.describe());
+        let s = UnitState::parse(
+            "ActiveState=failed\nSubState=failed\nResult=signal\nExecMainCode=2\nExecMainStatus=9\n",
+        );
+        assert_eq!(s.exit_status().as_deref(), Some("signal 9"));
+    }
+
+    #[test]
+    fn a_missing_bus_is_told_apart_from_a_failing_unit() {
+        assert!(no_user_bus("Failed to connect to bus: No medium found"));
+        assert!(no_user_bus(
+            "Failed to connect to user scope bus via local transport: $DBUS_SESSION_BUS_ADDRESS and $XDG_RUNTIME_DIR not defined"
+        ));
+        assert!(!no_user_bus(
+            "Created symlink /home/a/.config/systemd/user/default.target.wants/spotguard.service"
+        ));
+        assert!(!no_user_bus(
+            "Job for spotguard.service failed because the control process exited with error code."
+        ));
+    }
+}
