@@ -112,7 +112,9 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
     assert!(unit.contains(&format!("--config {}", s.config_path().display())), "{unit}");
     assert!(text.contains("systemctl --user enable spotguard.service"), "{text}");
     assert!(
-        text.contains("systemd-run --user --wait --collect --quiet --service-type=exec -p LimitCORE=0"),
+        text.contains(
+            "systemd-run --user --wait --collect --quiet --service-type=exec --unit=spotguard-probe-full-"
+        ),
         "{text}"
     );
     // The unit as rendered for this user, and as the Debian package ships it.
@@ -231,10 +233,10 @@ async fn install_probes_the_sandbox_starts_the_unit_and_uninstall_undoes_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!unit.exists(), "unit removed");
     assert!(s.db_path().exists(), "data kept");
-    assert!(
-        systemd_log(&s)
-            .ends_with("systemctl --user disable --now spotguard.service\nsystemctl --user daemon-reload\n")
-    );
+    assert!(systemd_log(&s).ends_with(
+        "systemctl --user disable --now spotguard.service\nsystemctl --user reset-failed spotguard.service\n\
+         systemctl --user daemon-reload\n"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -206,9 +206,11 @@ async fn install_systemd(env: &Env, target: &Target, dry_run: bool) -> anyhow::R
     let files = Files::new(env, Some(target))?;
     // The probe always runs the settings with real paths: transient units get no specifiers.
     let rendered = systemd::render(target)?;
-    let full = systemd::sandbox_settings(&rendered);
-    let mut reduced = full.clone();
-    reduced.extend(systemd::REDUCED.iter().map(|s| s.to_string()));
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", env.uid)));
+    let full = systemd::sandbox_settings(&rendered, &runtime_dir);
+    let reduced = systemd::reduced_settings(&full);
     let check = self_check_command(target);
     let session = systemd::session_dropin(&session_vars());
 
@@ -223,13 +225,13 @@ async fn install_systemd(env: &Env, target: &Target, dry_run: bool) -> anyhow::R
         }
         println!("Would run:");
         println!("  systemctl --user daemon-reload");
-        println!("  {}", systemd::probe_command(&full, &check).join(" "));
+        println!("  {}", systemd::probe_command(Profile::Full, &full, &check).join(" "));
         println!(
             "If the full sandbox does not start, would write {} and run:\n{}",
             files.profile().display(),
             systemd::reduced_dropin("(systemd's reason)")
         );
-        println!("  {}", systemd::probe_command(&reduced, &check).join(" "));
+        println!("  {}", systemd::probe_command(Profile::Reduced, &reduced, &check).join(" "));
         println!("  systemctl --user daemon-reload");
         println!("  systemctl --user enable {}", systemd::UNIT);
         println!("  systemctl --user restart {}", systemd::UNIT);
@@ -253,13 +255,13 @@ async fn install_systemd(env: &Env, target: &Target, dry_run: bool) -> anyhow::R
     }
     systemctl(&["daemon-reload"]).await?;
 
-    let profile = match probe(&full, &check).await {
+    let profile = match probe(Profile::Full, &full, &check).await {
         Ok(()) => {
             remove_if_exists(&files.profile())?;
             Profile::Full
         }
         Err(why) => {
-            if let Err(why_reduced) = probe(&reduced, &check).await {
+            if let Err(why_reduced) = probe(Profile::Reduced, &reduced, &check).await {
                 bail!(
                     "spotguard cannot start as a service here: the full sandbox failed ({why}) and so did the \
                      reduced one ({why_reduced}); run `spotguard run` in a terminal to see why"
@@ -312,8 +314,8 @@ async fn install_systemd(env: &Env, target: &Target, dry_run: bool) -> anyhow::R
 }
 
 /// Starts the self-check under `settings` in a transient unit; the reason when it does not run.
-async fn probe(settings: &[String], check: &[String]) -> Result<(), String> {
-    let cmd = systemd::probe_command(settings, check);
+async fn probe(profile: Profile, settings: &[String], check: &[String]) -> Result<(), String> {
+    let cmd = systemd::probe_command(profile, settings, check);
     let words: Vec<&str> = cmd.iter().map(String::as_str).collect();
     match run_command(&words).await {
         Ok(_) => Ok(()),
@@ -414,6 +416,8 @@ async fn uninstall_systemd(env: &Env, data: &Path, dry_run: bool) -> anyhow::Res
             &files.user_unit
         ));
     }
+    // A unit that had failed would otherwise stay listed as failed after it is gone.
+    let _ = run_command(&["systemctl", "--user", "reset-failed", systemd::UNIT]).await;
     for p in &ours {
         remove(p)?;
     }

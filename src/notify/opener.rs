@@ -23,7 +23,10 @@ pub async fn open(command: &[String], url: &str) -> bool {
         tracing::warn!("alerts.opener is empty; cannot open {url}");
         return false;
     };
-    let mut cmd = if std::env::var_os("INVOCATION_ID").is_some() {
+    // Started by systemd: systemd-run returns as soon as the opener's unit is started, so its
+    // stderr (the reason it could not start one) can be read without holding anything up.
+    let via_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    let mut cmd = if via_systemd {
         // Started by systemd: leave the service's sandbox.
         let mut c = tokio::process::Command::new("systemd-run");
         c.args(["--user", "--collect", "--quiet"]);
@@ -43,22 +46,29 @@ pub async fn open(command: &[String], url: &str) -> bool {
         .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if via_systemd { Stdio::piped() } else { Stdio::null() })
         .spawn();
-    let mut child = match child {
+    let child = match child {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(opener = %program, "cannot run the URL opener: {e}; open {url} yourself");
             return false;
         }
     };
-    match tokio::time::timeout(WAIT, child.wait()).await {
-        Ok(Ok(status)) if status.success() => {
+    match tokio::time::timeout(WAIT, child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() => {
             tracing::info!(%url, "opened");
             true
         }
-        Ok(Ok(status)) => {
-            tracing::warn!(opener = %program, %status, "the URL opener failed; open {url} yourself");
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let why = crate::text::terminal(stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or(""));
+            tracing::warn!(
+                opener = %program,
+                status = %out.status,
+                reason = %why,
+                "the URL opener failed; open {url} yourself"
+            );
             false
         }
         Ok(Err(e)) => {

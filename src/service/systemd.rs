@@ -66,8 +66,8 @@ impl Profile {
     pub fn describe(self) -> &'static str {
         match self {
             Profile::Full => {
-                "own user namespace, read-only system, home hidden except the data dir, no capabilities, \
-                 system-call filter"
+                "own user namespace, read-only system, home and /run/user hidden except the data dir and \
+                 the session bus, no capabilities, system-call filter"
             }
             Profile::Reduced => {
                 "system-call filter, no new privileges, no W+X memory; no namespaces (this host does not \
@@ -89,6 +89,7 @@ pub const REDUCED: &[&str] = &[
     "ProtectHome=no",
     "BindPaths=",
     "BindReadOnlyPaths=",
+    "KeyringMode=inherit",
     "PrivateTmp=no",
     "PrivateDevices=no",
     "ProtectKernelTunables=no",
@@ -199,8 +200,11 @@ pub fn session_dropin(vars: &[(&str, String)]) -> Option<String> {
 }
 
 /// The sandbox settings of a unit text: every `[Service]` line after the hardening marker,
-/// plus `LimitCORE`. These are what the probe starts a transient unit with.
-pub fn sandbox_settings(unit: &str) -> Vec<String> {
+/// plus `LimitCORE`. These are what the probe starts a transient unit with. Transient units
+/// get no specifier expansion, so `%t` becomes `runtime_dir` and `%%` a plain `%` here.
+pub fn sandbox_settings(unit: &str, runtime_dir: &Path) -> Vec<String> {
+    let runtime = runtime_dir.display().to_string();
+    let expand = |line: &str| line.replace("%%", "\u{0}").replace("%t", &runtime).replace('\u{0}', "%");
     let mut in_service = false;
     let mut hardening = false;
     let mut out = Vec::new();
@@ -221,20 +225,35 @@ pub fn sandbox_settings(unit: &str) -> Vec<String> {
             continue;
         }
         if hardening || line.starts_with("LimitCORE=") {
-            out.push(line.to_string());
+            out.push(expand(line));
         }
     }
     out
 }
 
+/// The reduced profile's settings for a probe: the full ones with every key that
+/// [`REDUCED`] switches off replaced by its value there. Transient units take no empty
+/// (resetting) assignments, so those keys are simply left out.
+pub fn reduced_settings(full: &[String]) -> Vec<String> {
+    let key = |s: &str| s.split_once('=').map_or(s, |(k, _)| k).to_string();
+    let reduced_keys: Vec<String> = REDUCED.iter().map(|s| key(s)).collect();
+    let mut out: Vec<String> = full.iter().filter(|s| !reduced_keys.contains(&key(s))).cloned().collect();
+    out.extend(REDUCED.iter().filter(|s| !s.ends_with('=') && !s.ends_with("=~")).map(|s| s.to_string()));
+    out
+}
+
 /// The transient unit that tells whether `settings` start on this host: `systemd-run` runs
-/// `spotguard service self-check` under them and waits for it.
-pub fn probe_command(settings: &[String], self_check: &[String]) -> Vec<String> {
+/// `spotguard service self-check` under them and waits for it. The unit is named
+/// `spotguard-probe-<profile>-<pid>`: it reads well in the journal, and an administrator can
+/// give every probe a drop-in (`spotguard-probe-.service.d/`), as the booted-system test does
+/// for what its container cannot provide.
+pub fn probe_command(profile: Profile, settings: &[String], self_check: &[String]) -> Vec<String> {
     let mut cmd: Vec<String> =
         ["systemd-run", "--user", "--wait", "--collect", "--quiet", "--service-type=exec"]
             .iter()
             .map(|s| s.to_string())
             .collect();
+    cmd.push(format!("--unit=spotguard-probe-{}-{}", profile.name(), std::process::id()));
     for s in settings {
         cmd.push("-p".into());
         cmd.push(s.clone());
@@ -474,17 +493,49 @@ mod tests {
 
     #[test]
     fn the_probe_carries_every_sandbox_setting_and_nothing_else() {
-        let unit = render(&target()).expect("renders");
-        let settings = sandbox_settings(&unit);
+        let unit =
+            render(&Target { binary: PathBuf::from("/opt/100%/spotguard"), ..target() }).expect("renders");
+        let settings = sandbox_settings(&unit, Path::new("/run/user/1000"));
+        assert!(
+            settings.contains(
+                &"BindReadOnlyPaths=-/run/user/1000/bus -/run/user/1000/systemd/notify -/run/user/1000/systemd/private"
+                .to_string()
+            ),
+            "{settings:?}"
+        );
+        assert!(
+            settings
+                .contains(&"BindReadOnlyPaths=-/home/a/.config/spotguard /opt/100%/spotguard".to_string()),
+            "{settings:?}"
+        );
         assert!(settings.contains(&"PrivateUsers=yes".to_string()), "{settings:?}");
         assert!(settings.contains(&"LimitCORE=0".to_string()));
         assert!(settings.contains(&"SystemCallFilter=~@privileged @resources".to_string()));
         assert!(settings.iter().all(|s| !s.starts_with("ExecStart") && !s.starts_with("Type=")));
         assert!(settings.iter().all(|s| !s.starts_with("WantedBy") && !s.starts_with('#')));
-        let cmd = probe_command(&settings, &["/bin/spotguard".into(), "service".into(), "self-check".into()]);
+        let cmd = probe_command(
+            Profile::Full,
+            &settings,
+            &["/bin/spotguard".into(), "service".into(), "self-check".into()],
+        );
         assert_eq!(cmd[..3], ["systemd-run", "--user", "--wait"]);
+        assert!(cmd.iter().any(|w| w.starts_with("--unit=spotguard-probe-full-")), "{cmd:?}");
         assert_eq!(cmd.iter().filter(|w| *w == "-p").count(), settings.len());
         assert_eq!(cmd[cmd.len() - 4..], ["--", "/bin/spotguard", "service", "self-check"]);
+    }
+
+    #[test]
+    fn reduced_probe_settings_replace_the_namespace_ones_without_empty_assignments() {
+        let full = sandbox_settings(&render(&target()).expect("renders"), Path::new("/run/user/1000"));
+        let reduced = reduced_settings(&full);
+        assert!(reduced.contains(&"PrivateUsers=no".to_string()), "{reduced:?}");
+        assert!(!reduced.contains(&"PrivateUsers=yes".to_string()));
+        assert!(
+            reduced.iter().all(|s| !s.starts_with("BindPaths") && !s.starts_with("CapabilityBoundingSet"))
+        );
+        assert!(reduced.iter().all(|s| !s.ends_with('=')), "{reduced:?}");
+        assert!(reduced.contains(&"SystemCallFilter=~@privileged @resources".to_string()));
+        assert!(reduced.contains(&"NoNewPrivileges=yes".to_string()));
     }
 
     #[test]
