@@ -113,7 +113,7 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
     assert!(text.contains("systemctl --user enable spotguard.service"), "{text}");
     assert!(
         text.contains(
-            "systemd-run --user --wait --collect --quiet --service-type=exec --unit=spotguard-probe-full-"
+            "systemd-run --user --wait --collect --service-type=exec --unit=spotguard-probe-full-"
         ),
         "{text}"
     );
@@ -139,6 +139,23 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
         let said = String::from_utf8_lossy(&verify.stderr);
         assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify {name}: {said}");
     }
+    // The full profile's exposure, as systemd rates the unit file: at most 1.7 (the rest is the
+    // network access it needs and what user units cannot have).
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--user"])
+        .arg(s.path().join("spotguard.service"))
+        .env("HOME", s.path())
+        .env("XDG_RUNTIME_DIR", s.path())
+        .output()
+        .expect("systemd-analyze runs");
+    let table = String::from_utf8_lossy(&security.stdout);
+    let score: f64 = table
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for spotguard.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{table}"));
+    assert!(score <= 1.7, "exposure {score} > 1.7:\n{table}");
     assert!(!s.path().join("xdg-config/systemd").exists(), "--dry-run writes nothing");
 }
 

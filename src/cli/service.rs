@@ -320,17 +320,7 @@ async fn probe(profile: Profile, settings: &[String], check: &[String]) -> Resul
     match run_command(&words).await {
         Ok(_) => Ok(()),
         Err(Failure::Ran { code, stderr }) => {
-            let name = code.and_then(systemd::exit_code_name);
-            let mut why = match (code, name) {
-                (Some(c), Some(n)) => format!("status={c}/{n}"),
-                (Some(c), None) => format!("status={c}"),
-                (None, _) => "killed".to_string(),
-            };
-            if let Some(line) = stderr.lines().find(|l| !l.trim().is_empty()) {
-                why.push_str(": ");
-                why.push_str(line.trim());
-            }
-            Err(crate::text::terminal(&why))
+            Err(crate::text::terminal(&systemd::probe_failure(code, &stderr)))
         }
         Err(Failure::NotRun(e)) => Err(format!("cannot run systemd-run: {e}")),
     }

@@ -249,7 +249,9 @@ pub fn reduced_settings(full: &[String]) -> Vec<String> {
 /// for what its container cannot provide.
 pub fn probe_command(profile: Profile, settings: &[String], self_check: &[String]) -> Vec<String> {
     let mut cmd: Vec<String> =
-        ["systemd-run", "--user", "--wait", "--collect", "--quiet", "--service-type=exec"]
+        // Not --quiet: systemd-run then says how the unit ended ("status=226/NAMESPACE"), which
+        // its own exit code does not always carry (systemd 252 exits 1).
+        ["systemd-run", "--user", "--wait", "--collect", "--service-type=exec"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -261,6 +263,41 @@ pub fn probe_command(profile: Profile, settings: &[String], self_check: &[String
     cmd.push("--".into());
     cmd.extend(self_check.iter().cloned());
     cmd
+}
+
+/// Why a probe did not run, from `systemd-run --wait`'s exit code and stderr: the unit's own
+/// exit status where systemd-run reports it ("status=226/NAMESPACE"), else its exit code and
+/// its first line that is not a progress note.
+pub fn probe_failure(code: Option<i32>, stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if let Some(status) = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Main processes terminated with: "))
+        .and_then(|rest| rest.split(", ").find(|part| part.starts_with("status=")))
+    {
+        return status.to_string();
+    }
+    let mut why = match code {
+        Some(c) => match exit_code_name(c) {
+            Some(name) => format!("status={c}/{name}"),
+            None => format!("status={c}"),
+        },
+        None => "killed".to_string(),
+    };
+    let note = |l: &&&str| {
+        l.starts_with("Running as unit")
+            || l.starts_with("Service runtime")
+            || l.starts_with("Finished with result")
+            || l.starts_with("CPU time consumed")
+    };
+    if let Some(line) = lines.iter().find(|l| !note(l)) {
+        why.push_str(": ");
+        why.push_str(line);
+    } else if let Some(result) = lines.iter().find_map(|l| l.strip_prefix("Finished with result: ")) {
+        why.push_str(", result ");
+        why.push_str(result);
+    }
+    why
 }
 
 /// What `systemctl --user show` says of the unit (the properties [`SHOW_PROPERTIES`] asks for).
@@ -581,6 +618,21 @@ mod tests {
             "ActiveState=failed\nSubState=failed\nResult=signal\nExecMainCode=2\nExecMainStatus=9\n",
         );
         assert_eq!(s.exit_status().as_deref(), Some("signal 9"));
+    }
+
+    #[test]
+    fn probe_failures_name_the_units_own_status() {
+        let stderr = "Running as unit: spotguard-probe-full-7.service\nFinished with result: exit-code\n\
+                      Main processes terminated with: code=exited, status=226/NAMESPACE\nService runtime: 22ms\n";
+        assert_eq!(probe_failure(Some(1), stderr), "status=226/NAMESPACE");
+        assert_eq!(
+            probe_failure(Some(1), "Failed to start transient service unit: Access denied\n"),
+            "status=1/FAILURE: Failed to start transient service unit: Access denied"
+        );
+        assert_eq!(
+            probe_failure(Some(218), "Running as unit: x.service\nFinished with result: exit-code\n"),
+            "status=218/CAPABILITIES, result exit-code"
+        );
     }
 
     #[test]
