@@ -14,7 +14,8 @@
 //! - [`audit`]: the pure rules: known devices + a snapshot -> what to record and alert.
 //! - [`event`]: the events the audit log and the outbox hold.
 //! - [`notify`]: the outbox dispatcher, desktop notifications, their buttons, the URL opener.
-//! - [`schedule`]: the poll clock (tokio-cron-scheduler), without overlap or bursts.
+//! - [`schedule`]: the poll clock per account: tokio's monotonic timer for intervals, croner
+//!   for cron lines; phase-spread accounts, missed ticks skipped.
 //! - [`daemon`]: the per-account poll loops, backoff, reload and shutdown, the instance lock,
 //!   and systemd readiness and watchdog.
 //! - [`service`]: the systemd unit and launchd agent, rendered for `spotguard service`.

@@ -11,10 +11,16 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
-    // Multi-thread, because tokio-cron-scheduler hangs on a current-thread runtime; one
-    // worker is plenty for a daemon that wakes once a minute (blocking SQLite calls go to the
-    // blocking pool).
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+    // One thread runs everything async: a daemon that wakes once a minute needs no thread per
+    // core. Blocking calls (SQLite, token files) go to a small pool whose threads stay parked
+    // between polls (keep-alive past any sensible interval) instead of exiting 10 s after each
+    // poll and being made anew for the next: every such exit was a wake-up of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(15 * 60))
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("spotguard: cannot start the async runtime: {e}");

@@ -112,9 +112,7 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
     assert!(unit.contains(&format!("--config {}", s.config_path().display())), "{unit}");
     assert!(text.contains("systemctl --user enable spotguard.service"), "{text}");
     assert!(
-        text.contains(
-            "systemd-run --user --wait --collect --service-type=exec --unit=spotguard-probe-full-"
-        ),
+        text.contains("systemd-run --user --wait --collect --service-type=exec --unit=spotguard-probe-full-"),
         "{text}"
     );
     // The unit as rendered for this user, and as the Debian package ships it.

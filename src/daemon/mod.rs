@@ -1,9 +1,10 @@
 //! The daemon: one poll loop per account, driven by the schedule, with the outbox behind it.
 //!
 //! [`run`] takes shutdown as a future. On start it delivers what a previous run committed but
-//! did not show (crash recovery), then polls each account at once and on every tick. A loop
-//! never overlaps itself, skips ticks while backing off, and logs on state changes (failing,
-//! recovered), not on every poll. On shutdown it stops the clock and lets an in-flight poll
+//! did not show (crash recovery), then polls each account on every tick of its own
+//! [`AccountClock`] (the first at once). A loop never overlaps itself, skips ticks while
+//! backing off, tells the watchdog when its clock is due, and logs on state changes (failing,
+//! recovered), not on every poll. On shutdown it stops the loops and lets an in-flight poll
 //! finish within [`SHUTDOWN_GRACE`]; past that the task is dropped: a request in flight is
 //! abandoned, and a database write already under way completes whole or not at all (one
 //! SQLite transaction per poll): nothing is ever half-written.
@@ -25,7 +26,7 @@ use crate::auth::{Session, TokenFiles, TokenStore};
 use crate::config::{Config, ConfigError, Source, WARN_EVERY_BELOW};
 use crate::event::TrustedBy;
 use crate::notify::{Desktop, Dispatcher, Invoked, action, opener};
-use crate::schedule::{Clock, ScheduleError, Ticks};
+use crate::schedule::{AccountClock, ScheduleError, SystemClock, Wake};
 use crate::spotify::{Client, SpotifyError};
 use crate::store::{SharedStore, Store, StoreError};
 use backoff::{Backoff, Failure};
@@ -213,10 +214,10 @@ impl Context {
     }
 }
 
-/// One configuration's worth of running parts: the clock, the account loops, the buttons.
+/// One configuration's worth of running parts: the account loops (each with its clock), the
+/// housekeeping.
 struct Generation {
     accounts: usize,
-    clock: Clock,
     stop: watch::Sender<bool>,
     loops: JoinSet<()>,
     housekeeping: tokio::task::JoinHandle<()>,
@@ -246,7 +247,12 @@ impl Generation {
             tracing::error!("cannot deliver pending alerts: {e}");
         }
         let housekeeping = tokio::spawn(prune_daily(ctx.clone()));
-        let (clock, ticks) = Clock::start(&schedule, accounts.len()).await?;
+        let count = accounts.len();
+        let wall: Arc<dyn crate::schedule::WallClock> = Arc::new(SystemClock);
+        let clocks = accounts
+            .iter()
+            .map(|a| AccountClock::new(&schedule, &a.name, count, wall.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         let (stop, stop_rx) = watch::channel(false);
         let mut loops = JoinSet::new();
         tracing::info!(
@@ -254,18 +260,16 @@ impl Generation {
             database = %ctx.store_path(),
             "spotguard is watching, polling {schedule}"
         );
-        let count = accounts.len();
-        for (account, ticks) in accounts.into_iter().zip(ticks) {
+        for (account, clock) in accounts.into_iter().zip(clocks) {
             let shared = Shared { dispatcher: dispatcher.clone(), liveness: liveness.clone() };
-            loops.spawn(account_loop(ctx.clone(), shared, account, ticks, stop_rx.clone()));
+            loops.spawn(account_loop(ctx.clone(), shared, account, clock, stop_rx.clone()));
         }
-        Ok(Generation { accounts: count, clock, stop, loops, housekeeping })
+        Ok(Generation { accounts: count, stop, loops, housekeeping })
     }
 
-    /// Stops scheduling and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
+    /// Stops the loops and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
     async fn stop(mut self) {
         let _ = self.stop.send(true);
-        self.clock.stop().await;
         let loops = &mut self.loops;
         let drained =
             tokio::time::timeout(SHUTDOWN_GRACE, async { while loops.join_next().await.is_some() {} }).await;
@@ -306,12 +310,13 @@ impl Context {
     }
 }
 
-/// One account's loop: poll now, then on each tick, never overlapping, never bursting.
+/// One account's loop: poll on each tick of its clock (the first comes at once, or spread
+/// over a moment when there are many accounts), never overlapping, never bursting.
 async fn account_loop(
     ctx: Context,
     shared: Shared,
     account: Account,
-    mut ticks: Ticks,
+    mut clock: AccountClock,
     mut stop: watch::Receiver<bool>,
 ) {
     let session = ctx.session(&account.name);
@@ -330,35 +335,31 @@ async fn account_loop(
             "not watching: Spotify no longer accepts this login; run `spotguard login --account {}`",
             account.name
         );
-    } else if !state.backoff.blocked(Instant::now()) {
-        let _busy = shared.liveness.polling(&account.name);
-        poll_and_deliver(&ctx, &shared.dispatcher, &session, &account, &mut state).await;
     }
+    // The watchdog's view of this clock: when it should wake next.
+    let watch = shared.liveness.clock(&account.name);
     loop {
-        tokio::select! {
+        watch.sleeping_until(clock.due());
+        let wake = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            tick = ticks.next() => {
-                if tick.is_none() || *stop.borrow() {
-                    break;
-                }
-                if state.lost.is_some() && !relogged(&ctx, &session, &account, &mut state).await {
-                    continue;
-                }
-                if state.backoff.blocked(Instant::now()) {
-                    tracing::debug!(account = %account.name, "backing off; poll skipped");
-                    continue;
-                }
-                {
-                    let _busy = shared.liveness.polling(&account.name);
-                    poll_and_deliver(&ctx, &shared.dispatcher, &session, &account, &mut state).await;
-                }
-                let missed = ticks.skip_missed();
-                if missed > 0 {
-                    tracing::debug!(account = %account.name, missed, "poll ran past the next tick; skipped it");
-                }
-            }
+            wake = clock.wake() => wake,
+        };
+        if *stop.borrow() {
+            break;
         }
+        if wake == Wake::Recheck {
+            continue;
+        }
+        if state.lost.is_some() && !relogged(&ctx, &session, &account, &mut state).await {
+            continue;
+        }
+        if state.backoff.blocked(Instant::now()) {
+            tracing::debug!(account = %account.name, "backing off; poll skipped");
+            continue;
+        }
+        let _busy = shared.liveness.polling(&account.name);
+        poll_and_deliver(&ctx, &shared.dispatcher, &session, &account, &mut state).await;
     }
 }
 

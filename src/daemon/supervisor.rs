@@ -6,18 +6,26 @@
 //! (a terminal, launchd), so the daemon runs the same everywhere.
 //!
 //! Healthy means more than "the runtime still schedules tasks": a poll stuck for longer
-//! than [`STUCK_AFTER`] (every request it makes is bounded far below that) stops the pings,
-//! so systemd restarts a daemon that hangs rather than keeping a blind one alive.
+//! than [`STUCK_AFTER`] (every request it makes is bounded far below that), or a clock that
+//! did not wake when it was due (by more than [`CLOCK_GRACE`]), stops the pings, so systemd
+//! restarts a daemon that hangs or stopped ticking rather than keeping a blind one alive.
+//! Failing polls (Spotify down) are not a dead clock: their loop still wakes on time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can pause it; the same monotonic clock as std's otherwise.
+use tokio::time::Instant;
 
 use sd_notify::NotifyState;
 
 /// A poll in flight longer than this is stuck: two requests, a refresh and a retry at 20 s
 /// each, the database and a notification fit well inside it.
 pub const STUCK_AFTER: Duration = Duration::from_secs(180);
+
+/// A clock that has not woken this long after it was due has stopped.
+pub const CLOCK_GRACE: Duration = Duration::from_secs(30);
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -48,10 +56,11 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// Which account loops are inside a poll, and since when.
+/// Which account loops are inside a poll, and since when; and when each loop's clock is due.
 #[derive(Debug, Default)]
 pub struct Liveness {
     busy: Mutex<HashMap<String, Instant>>,
+    due: Mutex<HashMap<String, Instant>>,
 }
 
 impl Liveness {
@@ -59,6 +68,20 @@ impl Liveness {
     pub fn polling(self: &Arc<Self>, account: &str) -> Busy {
         self.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(account.to_string(), Instant::now());
         Busy { liveness: self.clone(), account: account.to_string() }
+    }
+
+    /// The clock of `account` is due at `due` (it sleeps until then); forgotten when the
+    /// returned guard drops (the loop ended, a reload replaced it).
+    pub fn clock(self: &Arc<Self>, account: &str) -> ClockWatch {
+        ClockWatch { liveness: self.clone(), account: account.to_string() }
+    }
+
+    /// The account whose clock is overdue by more than `grace` while not polling, if any.
+    pub fn overdue(&self, grace: Duration) -> Option<String> {
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        due.iter().find(|(a, d)| !busy.contains_key(*a) && now > **d + grace).map(|(a, _)| a.clone())
     }
 
     /// The account whose poll has run longer than `bound`, if any.
@@ -81,8 +104,50 @@ impl Drop for Busy {
     }
 }
 
-/// Pings systemd's watchdog at half its interval while no poll is stuck. Runs until dropped
-/// (the caller aborts it at shutdown). Does nothing when the watchdog is off.
+/// One account loop's entry in [`Liveness`]'s clock table.
+#[derive(Debug)]
+pub struct ClockWatch {
+    liveness: Arc<Liveness>,
+    account: String,
+}
+
+impl ClockWatch {
+    /// The clock sleeps until `due`.
+    pub fn sleeping_until(&self, due: Instant) {
+        self.liveness.due.lock().unwrap_or_else(|e| e.into_inner()).insert(self.account.clone(), due);
+    }
+}
+
+impl Drop for ClockWatch {
+    fn drop(&mut self) {
+        self.liveness.due.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.account);
+    }
+}
+
+/// What the watchdog finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Alive,
+    /// This account's poll has run past [`STUCK_AFTER`].
+    Stuck(String),
+    /// This account's clock did not wake within [`CLOCK_GRACE`] of its due time.
+    ClockStopped(String),
+}
+
+impl Liveness {
+    pub fn health(&self) -> Health {
+        if let Some(a) = self.stuck(STUCK_AFTER) {
+            return Health::Stuck(a);
+        }
+        if let Some(a) = self.overdue(CLOCK_GRACE) {
+            return Health::ClockStopped(a);
+        }
+        Health::Alive
+    }
+}
+
+/// Pings systemd's watchdog at half its interval while the daemon is [`Health::Alive`]. Runs
+/// until dropped (the caller aborts it at shutdown). Does nothing when the watchdog is off.
 pub async fn watchdog(liveness: Arc<Liveness>) {
     let Some(interval) = sd_notify::watchdog_enabled() else { return };
     let mut tick = tokio::time::interval(interval / 2);
@@ -90,16 +155,23 @@ pub async fn watchdog(liveness: Arc<Liveness>) {
     let mut said = false;
     loop {
         tick.tick().await;
-        match liveness.stuck(STUCK_AFTER) {
-            None => {
+        match liveness.health() {
+            Health::Alive => {
                 said = false;
                 send(&[NotifyState::Watchdog]);
             }
-            Some(account) if !said => {
+            Health::Stuck(account) if !said => {
                 said = true;
                 tracing::error!(%account, "a poll is stuck; letting the service manager restart spotguard");
             }
-            Some(_) => {}
+            Health::ClockStopped(account) if !said => {
+                said = true;
+                tracing::error!(
+                    %account,
+                    "the poll clock stopped waking; letting the service manager restart spotguard"
+                );
+            }
+            _ => {}
         }
     }
 }
@@ -107,6 +179,28 @@ pub async fn watchdog(liveness: Arc<Liveness>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_sees_a_stopped_clock_but_not_a_failing_poll() {
+        let l = Arc::new(Liveness::default());
+        let watch = l.clock("default");
+        watch.sleeping_until(Instant::now() + Duration::from_secs(60));
+        assert_eq!(l.health(), Health::Alive);
+        // The clock was due and woke (a poll that failed still woke it): alive.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        watch.sleeping_until(Instant::now() + Duration::from_secs(60));
+        assert_eq!(l.health(), Health::Alive);
+        // It never woke again.
+        tokio::time::advance(Duration::from_secs(60) + CLOCK_GRACE + Duration::from_secs(1)).await;
+        assert_eq!(l.health(), Health::ClockStopped("default".into()));
+        // A poll in flight is judged by the stuck rule instead.
+        let busy = l.polling("default");
+        assert_eq!(l.health(), Health::Alive);
+        drop(busy);
+        // A loop that ended (a reload) is forgotten, not taken for a dead clock.
+        drop(watch);
+        assert_eq!(l.health(), Health::Alive);
+    }
 
     #[test]
     fn a_poll_is_busy_until_its_guard_drops() {
