@@ -194,3 +194,57 @@ async fn a_login_made_while_the_daemon_runs_is_picked_up_at_the_next_tick() {
     let log = d.log_text();
     assert_eq!(log.matches("is not logged in").count(), 1, "said once, not per tick:\n{log}");
 }
+
+/// Debian's libfaketime, which steps the wall clock of the binary under test.
+fn libfaketime() -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .chain(std::iter::once(std::path::PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1")))
+        .find(|p| p.exists())
+        .expect("libfaketime is a test dependency (Debian: apt-get install faketime); tests never skip")
+}
+
+/// Regression (issue 9): with tokio-cron-scheduler, polling stopped for good after the wall
+/// clock jumped forward (a resume, NTP). The wall clock of the real binary is stepped with
+/// libfaketime, the monotonic clock left alone (as a suspend leaves it): +2 h, then back 30 s.
+/// Polling goes on at its pace after each step.
+#[tokio::test(flavor = "multi_thread")]
+async fn polling_goes_on_after_the_wall_clock_jumps_either_way() {
+    let s = Sandbox::new().await;
+    // A token that is still valid two hours on, so the step tests the clock, not a refresh.
+    let token = spotguard::auth::TokenSet::new_login(
+        spotguard::auth::Secret::new(TOKEN),
+        None,
+        chrono::Duration::hours(6),
+    );
+    s.tokens().save("default", &token).expect("token file");
+    let offset = s.path().join("faketime");
+    std::fs::write(&offset, "+0\n").expect("write");
+    let lib = libfaketime();
+    let mut d = s.spawn_daemon(&[
+        ("LD_PRELOAD", lib.to_str().expect("utf-8")),
+        ("FAKETIME_TIMESTAMP_FILE", offset.to_str().expect("utf-8")),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]);
+    s.wait_for_polls(2, Duration::from_secs(15)).await;
+    for step in ["+7200\n", "+7170\n"] {
+        std::fs::write(&offset, step).expect("step the clock");
+        let polls = s.spotify.request_count("/v1/me/player/devices");
+        let start = std::time::Instant::now();
+        // Every second: three more polls in well under ten seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.spotify.request_count("/v1/me/player/devices") < polls + 3 {
+            assert!(std::time::Instant::now() < deadline, "after {step:?}: {}", d.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(start.elapsed() < Duration::from_secs(6), "after {step:?}: {:?}", start.elapsed());
+    }
+    // The daemon did see the stepped clock (its last poll is recorded 2 h ahead).
+    let last = s.store().account_status().expect("status")[0].last_poll_at.expect("polled");
+    assert!(last > chrono::Utc::now() + chrono::Duration::minutes(100), "{last}");
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(15)).await.success(), "{}", d.log_text());
+}
