@@ -213,6 +213,11 @@ pub enum Wake {
     Recheck,
 }
 
+/// When a daemon running `cron` polls `account` next after `now` (for `status`).
+pub fn next_cron_poll(line: &str, account: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    parse_cron(line).ok().map(|cron| next_cron(&cron, phase(account), now))
+}
+
 /// The first `anchor + k × interval` (k may be negative) at or after `t`.
 fn grid_at_or_after(anchor: Instant, interval: Duration, t: Instant) -> Instant {
     if t <= anchor {
@@ -455,6 +460,15 @@ mod tests {
         assert!(c.due() - Instant::now() <= MINUTE);
         let next = c.next_poll_at().expect("interval clocks know");
         assert!(next > Utc::now());
+    }
+
+    #[test]
+    fn status_knows_the_next_cron_poll_with_the_accounts_spread() {
+        let now: DateTime<Utc> = "2026-12-02T10:30:12Z".parse().expect("time");
+        let next = next_cron_poll("0 0 * * * *", "default", now).expect("parses");
+        let hour: DateTime<Utc> = "2026-12-02T11:00:00Z".parse().expect("time");
+        assert!(next >= hour && next < hour + chrono::Duration::seconds(60), "{next}");
+        assert_ne!(next_cron_poll("0 0 * * * *", "kid", now), Some(next), "accounts are spread");
     }
 
     #[test]

@@ -35,7 +35,7 @@ struct AccountOut {
     last_poll_devices: Option<i64>,
     last_error: Option<String>,
     last_error_at: Option<DateTime<Utc>>,
-    /// When the running daemon polls next (interval schedules).
+    /// When the running daemon polls next.
     next_poll_at: Option<DateTime<Utc>>,
     trusted_devices: usize,
     unknown_devices: usize,
@@ -96,8 +96,11 @@ impl Cmd {
                 last_error_at: poll.and_then(|p| p.last_error_at),
                 trusted_devices: counts.iter().find(|c| c.0 == name).map_or(0, |c| c.1),
                 unknown_devices: counts.iter().find(|c| c.0 == name).map_or(0, |c| c.2),
-                next_poll_at: match (running, every) {
-                    (Some(_), Some(every)) => poll.and_then(|p| p.last_poll_at).map(|t| t + every),
+                next_poll_at: match (running, every, ctx.config.schedule()) {
+                    (Some(_), Some(every), _) => poll.and_then(|p| p.last_poll_at).map(|t| t + every),
+                    (Some(_), None, crate::config::Schedule::Cron(line)) => {
+                        crate::schedule::next_cron_poll(&line, &name, chrono::Utc::now())
+                    }
                     _ => None,
                 },
             });

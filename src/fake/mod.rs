@@ -11,7 +11,7 @@
 
 mod accounts;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -198,6 +198,11 @@ impl FakeHandle {
         self.lock().counts.get(path).copied().unwrap_or(0)
     }
 
+    /// When each bearer token asked for the device list (its last 1,000 times).
+    pub fn polls_by_token(&self) -> HashMap<String, Vec<std::time::Instant>> {
+        self.lock().polls_by_token.iter().map(|(t, p)| (t.clone(), p.iter().copied().collect())).collect()
+    }
+
     /// When `path` was last requested (the request's arrival), if ever.
     pub fn last_request_at(&self, path: &str) -> Option<std::time::Instant> {
         self.lock().last_at.get(path).copied()
@@ -348,7 +353,13 @@ struct State {
     total: u64,
     /// When each path was last requested, for latency measurements.
     last_at: BTreeMap<String, std::time::Instant>,
+    /// When each bearer token asked for the device list (the last [`MAX_POLLS_PER_TOKEN`]):
+    /// one token per account, so the clock benchmark sees each account's polls.
+    polls_by_token: HashMap<String, VecDeque<std::time::Instant>>,
 }
+
+/// How many device-list requests per token [`FakeHandle::polls_by_token`] keeps.
+const MAX_POLLS_PER_TOKEN: usize = 1000;
 
 impl Default for State {
     fn default() -> Self {
@@ -368,6 +379,7 @@ impl Default for State {
             counts: BTreeMap::new(),
             total: 0,
             last_at: BTreeMap::new(),
+            polls_by_token: HashMap::new(),
         }
     }
 }
@@ -448,19 +460,19 @@ fn empty(status: StatusCode) -> Response {
     response
 }
 
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
 /// Whether `Authorization: Bearer <token>` carries a token the fake accepts: one
 /// added, or one the token endpoint issued that has not expired.
 fn authorized(headers: &HeaderMap, handle: &FakeHandle) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(token) = bearer(headers) else {
         return false;
     };
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return false;
-    }
-    let token = token.trim();
     let state = handle.lock();
     state.tokens.contains(token) || state.accounts.access_valid(token, std::time::Instant::now())
 }
@@ -483,6 +495,16 @@ async fn api(AxumState(app): AxumState<App>, method: Method, uri: Uri, headers: 
     }
     if !authorized(&headers, &app.handle) {
         return api_error(StatusCode::UNAUTHORIZED, UNAUTHORIZED_MESSAGE, None);
+    }
+    if path == "/v1/me/player/devices"
+        && let Some(token) = bearer(&headers)
+    {
+        let mut state = app.handle.lock();
+        let polls = state.polls_by_token.entry(token.to_owned()).or_default();
+        if polls.len() >= MAX_POLLS_PER_TOKEN {
+            polls.pop_front();
+        }
+        polls.push_back(std::time::Instant::now());
     }
     let fault = app.handle.lock().faults.pop_front();
     match fault {

@@ -101,7 +101,23 @@ impl Client {
             // (reqwest strips it) but is not an answer we trust either.
             .redirect(reqwest::redirect::Policy::none())
             // A daemon that polls once a minute gains nothing from idle sockets kept open.
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30));
+        #[cfg(feature = "test-ca")]
+        let http = match std::env::var_os("SPOTGUARD_TEST_CA_FILE") {
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| SpotifyError::Network {
+                    base: api_base.to_string(),
+                    reason: format!("SPOTGUARD_TEST_CA_FILE: {e}"),
+                })?;
+                let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| SpotifyError::Network {
+                    base: api_base.to_string(),
+                    reason: e.to_string(),
+                })?;
+                http.add_root_certificate(ca)
+            }
+            None => http,
+        };
+        let http = http
             .build()
             .map_err(|e| SpotifyError::Network { base: api_base.to_string(), reason: e.to_string() })?;
         Ok(Client { http, api_base: api_base.trim_end_matches('/').to_string() })
