@@ -61,6 +61,8 @@ pub fn stopping() {
 pub struct Liveness {
     busy: Mutex<HashMap<String, Instant>>,
     due: Mutex<HashMap<String, Instant>>,
+    /// Rung when a poll ends: the watchdog pings then, while the process is awake anyway.
+    polled: tokio::sync::Notify,
 }
 
 impl Liveness {
@@ -101,6 +103,7 @@ pub struct Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.liveness.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.account);
+        self.liveness.polled.notify_one();
     }
 }
 
@@ -146,32 +149,47 @@ impl Liveness {
     }
 }
 
-/// Pings systemd's watchdog at half its interval while the daemon is [`Health::Alive`]. Runs
-/// until dropped (the caller aborts it at shutdown). Does nothing when the watchdog is off.
+/// Pings systemd's watchdog while the daemon is [`Health::Alive`]: after each poll (the
+/// process is awake then anyway), and at half the watchdog interval after the last ping when
+/// no poll came, so a daemon polling at least that often never wakes up for the watchdog
+/// alone. Runs until dropped (the caller aborts it at shutdown). Does nothing when the
+/// watchdog is off.
 pub async fn watchdog(liveness: Arc<Liveness>) {
     let Some(interval) = sd_notify::watchdog_enabled() else { return };
-    let mut tick = tokio::time::interval(interval / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let period = interval / 2;
+    let mut last_ping: Option<Instant> = None;
     let mut said = false;
     loop {
-        tick.tick().await;
+        let next = last_ping.map_or_else(Instant::now, |t| t + period);
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = liveness.polled.notified() => {
+                // Pings more often than a quarter of the interval add nothing.
+                if last_ping.is_some_and(|t| t.elapsed() < interval / 4) {
+                    continue;
+                }
+            }
+        }
         match liveness.health() {
             Health::Alive => {
                 said = false;
                 send(&[NotifyState::Watchdog]);
+                last_ping = Some(Instant::now());
             }
             Health::Stuck(account) if !said => {
                 said = true;
+                last_ping = Some(Instant::now());
                 tracing::error!(%account, "a poll is stuck; letting the service manager restart spotguard");
             }
             Health::ClockStopped(account) if !said => {
                 said = true;
+                last_ping = Some(Instant::now());
                 tracing::error!(
                     %account,
                     "the poll clock stopped waking; letting the service manager restart spotguard"
                 );
             }
-            _ => {}
+            _ => last_ping = Some(Instant::now()),
         }
     }
 }
