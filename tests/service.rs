@@ -47,7 +47,7 @@ Result=success
 StatusText=default: last poll 12:00:00
 '; fi ;;
   enable) echo "Created symlink $HOME/.config/systemd/user/default.target.wants/spotguard.service." >&2 ;;
-  status) grep -q failed '{d}/state' 2>/dev/null && echo '     Active: failed (Result: exit-code) since today' ;;
+  status) if grep -q failed '{d}/state' 2>/dev/null; then echo '     Active: failed (Result: exit-code) since today'; exit 3; fi ;;
   is-enabled) echo enabled ;;
 esac
 exit 0

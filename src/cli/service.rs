@@ -319,7 +319,7 @@ async fn probe(profile: Profile, settings: &[String], check: &[String]) -> Resul
     let words: Vec<&str> = cmd.iter().map(String::as_str).collect();
     match run_command(&words).await {
         Ok(_) => Ok(()),
-        Err(Failure::Ran { code, stderr }) => {
+        Err(Failure::Ran { code, stderr, .. }) => {
             Err(crate::text::terminal(&systemd::probe_failure(code, &stderr)))
         }
         Err(Failure::NotRun(e)) => Err(format!("cannot run systemd-run: {e}")),
@@ -349,7 +349,7 @@ async fn explain_failure() {
     if let Ok(out) = run_command(&["systemctl", "--user", "status", "--no-pager", "--lines=0", systemd::UNIT])
         .await
         .or_else(|f| match f {
-            Failure::Ran { stderr, .. } => Ok(stderr),
+            Failure::Ran { stdout, .. } => Ok(stdout),
             Failure::NotRun(_) => Err(()),
         })
     {
@@ -432,7 +432,7 @@ async fn status(ctx: &Context, env: &Env) -> anyhow::Result<()> {
             println!("service file: {unit}");
             let enabled = match run_command(&["systemctl", "--user", "is-enabled", systemd::UNIT]).await {
                 Ok(out) => out.trim().to_string(),
-                Err(Failure::Ran { stderr, .. }) if stderr.trim().is_empty() => "disabled".to_string(),
+                Err(Failure::Ran { stdout, .. }) if !stdout.trim().is_empty() => stdout.trim().to_string(),
                 Err(Failure::Ran { stderr, .. }) => format!("unknown ({})", first_line(&stderr)),
                 Err(Failure::NotRun(e)) => format!("unknown (cannot run systemctl: {e})"),
             };
@@ -539,8 +539,10 @@ fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
 
 /// Why a command did not succeed.
 enum Failure {
-    /// It ran and exited non-zero (`None`: killed by a signal).
-    Ran { code: Option<i32>, stderr: String },
+    /// It ran and exited non-zero (`None`: killed by a signal). systemctl answers on stdout
+    /// with a non-zero status too (`status` of a failed unit exits 3, `is-enabled` of a
+    /// disabled one 1).
+    Ran { code: Option<i32>, stdout: String, stderr: String },
     /// It could not be started.
     NotRun(std::io::Error),
 }
@@ -548,7 +550,7 @@ enum Failure {
 impl Failure {
     fn sentence(&self) -> String {
         match self {
-            Failure::Ran { code, stderr } => {
+            Failure::Ran { code, stderr, .. } => {
                 let line = first_line(stderr);
                 match code {
                     Some(c) if line.is_empty() => format!("exit status {c}"),
@@ -587,6 +589,7 @@ async fn run_command(words: &[&str]) -> Result<String, Failure> {
     } else {
         Err(Failure::Ran {
             code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }

@@ -120,17 +120,23 @@ pub fn launchd_uninstall(home: &Path, uid: u32) -> Plan {
     }
 }
 
+/// A target with a space in the binary's path, for the rendering tests.
+#[cfg(test)]
+fn example_target() -> Target {
+    Target {
+        binary: PathBuf::from("/opt/spot guard/bin/spotguard"),
+        config: Some(PathBuf::from("/home/a/.config/spotguard/config.toml")),
+        config_dir: PathBuf::from("/home/a/.config/spotguard"),
+        data_dir: PathBuf::from("/home/a/.local/share/spotguard"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target {
-            binary: PathBuf::from("/opt/spot guard/bin/spotguard"),
-            config: Some(PathBuf::from("/home/a/.config/spotguard/config.toml")),
-            config_dir: PathBuf::from("/home/a/.config/spotguard"),
-            data_dir: PathBuf::from("/home/a/.local/share/spotguard"),
-        }
+        example_target()
     }
 
     #[test]

@@ -451,12 +451,7 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target {
-            binary: PathBuf::from("/opt/spot guard/bin/spotguard"),
-            config: Some(PathBuf::from("/home/a/.config/spotguard/config.toml")),
-            config_dir: PathBuf::from("/home/a/.config/spotguard"),
-            data_dir: PathBuf::from("/home/a/.local/share/spotguard"),
-        }
+        super::super::example_target()
     }
 
     #[test]
