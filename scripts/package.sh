@@ -15,6 +15,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
   fi
 fi
 cargo build --release --locked
+rm -rf target/assets/man
 cargo run --locked --quiet --example package-assets -- target/assets
-gzip -9nf target/assets/spotguard.1
+gzip -9nf target/assets/man/*.1
 cargo deb --no-build --locked "$@"

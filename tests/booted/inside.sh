@@ -46,7 +46,8 @@ if [ "$MODE" = deb ]; then
   out=$(dpkg -i /opt/sgtest/spotguard.deb 2>&1)
   check deb-installs "$(echo "$out" | tail -1)" test -x /usr/bin/spotguard
   check deb-unit "$(ls /usr/lib/systemd/user/spotguard.service 2>&1)" test -f /usr/lib/systemd/user/spotguard.service
-  check deb-man-page "$(ls /usr/share/man/man1/spotguard.1.gz 2>&1)" sh -c 'zcat /usr/share/man/man1/spotguard.1.gz | grep -q "^.TH spotguard 1"'
+  check deb-man-pages "$(ls /usr/share/man/man1/ | grep -c spotguard) pages: $(ls /usr/share/man/man1/ | grep spotguard | head -3 | tr '\n' ' ')..." \
+    sh -c 'zcat /usr/share/man/man1/spotguard.1.gz | grep -q "^.TH spotguard 1" && zcat /usr/share/man/man1/spotguard-service.1.gz | grep -q "^.TH spotguard-service 1"'
   check deb-completions "$(ls /usr/share/bash-completion/completions/spotguard /usr/share/zsh/vendor-completions/_spotguard /usr/share/fish/vendor_completions.d/spotguard.fish 2>&1 | tr '\n' ' ')" \
     test -f /usr/share/fish/vendor_completions.d/spotguard.fish
   check deb-enables-nothing "user units enabled by the package: $(ls /etc/systemd/user/default.target.wants/ 2>/dev/null | grep -c spotguard)" \
