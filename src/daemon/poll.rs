@@ -17,7 +17,7 @@ use crate::auth::Session;
 use crate::auth::session::{Access, SessionError};
 use crate::config::Config;
 use crate::spotify::{Client, SpotifyError};
-use crate::store::{AccountId, SharedStore, StoreError};
+use crate::store::{AccountId, Recording, SharedStore, StoreError};
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,13 +126,11 @@ pub async fn poll_once(
     let took = started.elapsed();
     let at = Utc::now();
     let id = account.id;
-    let known = store.call(move |s| s.load_known(id, at)).await?;
-    let plan = audit::evaluate(&known, &snapshot, policy, at);
-    let event_ids = if dry_run {
-        Vec::new()
-    } else {
-        let plan = plan.clone();
-        store.call(move |s| s.record_poll(id, at, took, &plan)).await?
-    };
+    let recording = if dry_run { Recording::DryRun } else { Recording::Record };
+    // One blocking call, one transaction: read what is known, evaluate (pure), record.
+    let (seen, rules) = (snapshot.clone(), policy.clone());
+    let (known, plan, event_ids) = store
+        .call(move |s| s.poll(id, at, took, recording, |known| audit::evaluate(known, &seen, &rules, at)))
+        .await?;
     Ok(Report { snapshot, known, plan, at, took, event_ids, access })
 }

@@ -3,8 +3,8 @@
 //! The store owns the connection. `open` creates the directory, sets WAL (readers such as
 //! `spotguard devices` never block the daemon), a busy timeout and foreign keys, and runs the
 //! numbered migrations embedded below in one transaction, keyed on `PRAGMA user_version`.
-//! One poll is one transaction ([`Store::record_poll`]): devices, ids, presence and events
-//! land together or not at all. rusqlite blocks; the daemon calls in from `spawn_blocking`.
+//! One poll is one transaction ([`Store::poll`]): what is known is read, the pure rules
+//! plan, and devices, ids, presence and events land together or not at all. rusqlite blocks; the daemon calls in from `spawn_blocking`.
 //! Storage grows with devices and events, never with the number of polls.
 
 use std::path::{Path, PathBuf};
@@ -158,6 +158,13 @@ fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
+/// Whether a poll's plan is written ([`Store::poll`]): `check --dry-run`-style callers only look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    Record,
+    DryRun,
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -232,47 +239,35 @@ impl Store {
 
     /// What the audit rules need to know about `account` at `now`.
     pub fn load_known(&self, account: AccountId, now: DateTime<Utc>) -> Result<Known, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT d.id, d.name, d.type, d.trusted, d.alerted_at, d.play_alerted_at,
-                    (SELECT group_concat(spotify_id, char(31)) FROM device_ids i WHERE i.device_id = d.id),
-                    d.muted_until, d.signout_at, d.signout_followed
-             FROM devices d WHERE d.account_id = ?1 AND d.forgotten_at IS NULL",
-        )?;
-        let devices = stmt
-            .query_map([account], |r| {
-                let ids: Option<String> = r.get(6)?;
-                Ok(KnownDevice {
-                    key: r.get(0)?,
-                    name: r.get(1)?,
-                    kind: r.get(2)?,
-                    trusted: r.get(3)?,
-                    alerted_at: r.get::<_, Option<i64>>(4)?.map(time),
-                    play_alerted_at: r.get::<_, Option<i64>>(5)?.map(time),
-                    muted_until: r.get::<_, Option<i64>>(7)?.map(time),
-                    signout: r.get::<_, Option<i64>>(8)?.map(time).map(|at| (at, r.get(9).unwrap_or(false))),
-                    spotify_ids: ids
-                        .map(|s| s.split('\u{1f}').map(str::to_string).collect())
-                        .unwrap_or_default(),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let since = ms(now - chrono::Duration::days(i64::from(LIMIT_WINDOW_DAYS)));
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id FROM devices WHERE account_id = ?1 AND last_seen >= ?2")?;
-        let seen_in_window =
-            stmt.query_map(params![account, since], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        let limit_alerted_at =
-            row(&self.conn, "SELECT limit_alerted_at FROM accounts WHERE id = ?1", [account], |r| {
-                r.get::<_, Option<i64>>(0)
-            })?
-            .map(time);
-        let first_run = !row(
-            &self.conn,
-            "SELECT EXISTS (SELECT 1 FROM devices WHERE account_id = ?1)",
-            [account],
-            |r| r.get::<_, bool>(0),
-        )?;
-        Ok(Known { devices, seen_in_window, limit_alerted_at, first_run })
+        load_known_on(&self.conn, account, now)
+    }
+
+    /// One poll, one transaction: reads what is known, lets `decide` (the pure audit rules)
+    /// plan, and records the plan, under one IMMEDIATE transaction, so nothing can change
+    /// between the read and the write and SQLite takes its locks once. With
+    /// [`Recording::DryRun`] nothing is written (a read transaction). Returns what was known,
+    /// the plan and the new events' ids.
+    pub fn poll(
+        &mut self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        took: Duration,
+        recording: Recording,
+        decide: impl FnOnce(&Known) -> Plan,
+    ) -> Result<(Known, Plan, Vec<i64>), StoreError> {
+        let behavior = match recording {
+            Recording::Record => rusqlite::TransactionBehavior::Immediate,
+            Recording::DryRun => rusqlite::TransactionBehavior::Deferred,
+        };
+        let tx = self.conn.transaction_with_behavior(behavior)?;
+        let known = load_known_on(&tx, account, now)?;
+        let plan = decide(&known);
+        let ids = match recording {
+            Recording::Record => record_poll_tx(&tx, account, now, took, &plan, self.bridge)?,
+            Recording::DryRun => Vec::new(),
+        };
+        tx.commit()?;
+        Ok((known, plan, ids))
     }
 
     /// Applies one successful poll's plan in one transaction; returns the new events' ids.
@@ -745,6 +740,46 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         online: r.get::<_, Option<bool>>(9)?.unwrap_or(false),
         muted_until: r.get::<_, Option<i64>>(10)?.map(time),
     })
+}
+
+/// What the audit rules need to know about `account` at `now`, read on `conn` (the store's
+/// connection, or a poll's transaction).
+fn load_known_on(conn: &Connection, account: AccountId, now: DateTime<Utc>) -> Result<Known, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.name, d.type, d.trusted, d.alerted_at, d.play_alerted_at,
+                (SELECT group_concat(spotify_id, char(31)) FROM device_ids i WHERE i.device_id = d.id),
+                d.muted_until, d.signout_at, d.signout_followed
+         FROM devices d WHERE d.account_id = ?1 AND d.forgotten_at IS NULL",
+    )?;
+    let devices = stmt
+        .query_map([account], |r| {
+            let ids: Option<String> = r.get(6)?;
+            Ok(KnownDevice {
+                key: r.get(0)?,
+                name: r.get(1)?,
+                kind: r.get(2)?,
+                trusted: r.get(3)?,
+                alerted_at: r.get::<_, Option<i64>>(4)?.map(time),
+                play_alerted_at: r.get::<_, Option<i64>>(5)?.map(time),
+                muted_until: r.get::<_, Option<i64>>(7)?.map(time),
+                signout: r.get::<_, Option<i64>>(8)?.map(time).map(|at| (at, r.get(9).unwrap_or(false))),
+                spotify_ids: ids.map(|s| s.split('\u{1f}').map(str::to_string).collect()).unwrap_or_default(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let since = ms(now - chrono::Duration::days(i64::from(LIMIT_WINDOW_DAYS)));
+    let mut stmt = conn.prepare_cached("SELECT id FROM devices WHERE account_id = ?1 AND last_seen >= ?2")?;
+    let seen_in_window = stmt.query_map(params![account, since], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let limit_alerted_at =
+        row(conn, "SELECT limit_alerted_at FROM accounts WHERE id = ?1", [account], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
+        .map(time);
+    let first_run =
+        !row(conn, "SELECT EXISTS (SELECT 1 FROM devices WHERE account_id = ?1)", [account], |r| {
+            r.get::<_, bool>(0)
+        })?;
+    Ok(Known { devices, seen_in_window, limit_alerted_at, first_run })
 }
 
 fn record_poll_tx(

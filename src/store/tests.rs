@@ -24,9 +24,12 @@ fn policy() -> Policy {
 
 /// One poll through the real rules and the real store.
 fn poll(store: &mut Store, account: AccountId, at: DateTime<Utc>, devices: Vec<Device>) -> Vec<i64> {
-    let known = store.load_known(account, at).expect("load");
-    let plan = evaluate(&known, &Snapshot { devices, playback: None }, &policy(), at);
-    store.record_poll(account, at, Duration::from_millis(3), &plan).expect("record")
+    let snapshot = Snapshot { devices, playback: None };
+    let took = Duration::from_millis(3);
+    let (_, _, ids) = store
+        .poll(account, at, took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), at))
+        .expect("poll");
+    ids
 }
 
 fn count(store: &Store, table: &str) -> i64 {
@@ -383,4 +386,28 @@ fn a_long_gap_between_polls_is_not_taken_as_presence() {
     // The laptop slept for 8 hours: seen before and after is not seen all night.
     poll(&mut store, a, t(9 + 8 * 60), vec![dev("x", "Phone")]);
     assert_eq!(count(&store, "presence"), 2);
+}
+
+#[test]
+fn a_dry_run_poll_plans_from_the_store_and_writes_nothing() {
+    let (_dir, mut store) = open();
+    let account = store.account("default", t(0)).expect("account");
+    let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None };
+    let took = Duration::from_millis(3);
+    let (known, plan, ids) = store
+        .poll(account, t(1), took, Recording::DryRun, |known| evaluate(known, &snapshot, &policy(), t(1)))
+        .expect("dry run");
+    assert!(known.first_run && !plan.events.is_empty() && ids.is_empty());
+    assert_eq!(count(&store, "devices"), 0, "a dry run writes nothing");
+    assert_eq!(count(&store, "events"), 0);
+    // The same poll recorded: the rules saw the same state, and it lands in one go.
+    let (known, _, ids) = store
+        .poll(account, t(1), took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), t(1)))
+        .expect("record");
+    assert!(known.first_run && !ids.is_empty());
+    assert_eq!(count(&store, "devices"), 1);
+    let (known, _, _) = store
+        .poll(account, t(2), took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), t(2)))
+        .expect("again");
+    assert!(!known.first_run, "the second poll sees what the first recorded");
 }
