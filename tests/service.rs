@@ -27,7 +27,8 @@ fn rendered_unit(out: &str) -> String {
 /// `systemd.log`. `systemctl show` prints `state` (a running unit unless a test writes
 /// another); a file `nobus` makes every `systemctl` fail as it does without a user bus.
 /// `systemd-run` really runs the self-check after `--`, unless `refuse-full` holds an exit code
-/// for a probe that asks for `PrivateUsers=yes` (a host without user namespaces).
+/// for a probe that asks for `PrivateUsers=yes` (a host without user namespaces): then it fails
+/// as systemd 252's does, and `systemctl show` of the probe unit reports that exit code.
 /// `journalctl` prints `journal`.
 fn fake_systemd(dir: &Path) -> PathBuf {
     let bin = dir.join("fakebin");
@@ -41,11 +42,10 @@ fn fake_systemd(dir: &Path) -> PathBuf {
 echo "systemctl $*" >> '{d}/systemd.log'
 if [ -e '{d}/nobus' ]; then echo 'Failed to connect to bus: No medium found' >&2; exit 1; fi
 case "$2" in
-  show) if [ -e '{d}/state' ]; then cat '{d}/state'; else printf 'ActiveState=active
-SubState=running
-Result=success
-StatusText=default: last poll 12:00:00
-'; fi ;;
+  show) case "$5" in
+      spotguard-probe-*) printf 'ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainCode=1\nExecMainStatus=%s\n' "$(cat '{d}/refuse-full')" ;;
+      *) if [ -e '{d}/state' ]; then cat '{d}/state'; else printf 'ActiveState=active\nSubState=running\nResult=success\nStatusText=default: last poll 12:00:00\n'; fi ;;
+    esac ;;
   enable) echo "Created symlink $HOME/.config/systemd/user/default.target.wants/spotguard.service." >&2 ;;
   status) if grep -q failed '{d}/state' 2>/dev/null; then echo '     Active: failed (Result: exit-code) since today'; exit 3; fi ;;
   is-enabled) echo enabled ;;
@@ -62,7 +62,8 @@ echo "systemd-run $*" >> '{d}/systemd.log'
 full=no
 for a in "$@"; do [ "$a" = PrivateUsers=yes ] && full=yes; [ "$a" = PrivateUsers=no ] && full=no; done
 if [ "$full" = yes ] && [ -e '{d}/refuse-full' ]; then
-  echo "Job for run-u7.service failed." >&2; exit "$(cat '{d}/refuse-full')"
+  # As systemd 252 does: exit 1, and only the job's failure on stderr.
+  echo "Job for spotguard-probe-full.service failed because the control process exited with error code." >&2; exit 1
 fi
 while [ "$1" != -- ]; do shift; done; shift
 exec "$@"
@@ -112,7 +113,7 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
     assert!(unit.contains(&format!("--config {}", s.config_path().display())), "{unit}");
     assert!(text.contains("systemctl --user enable spotguard.service"), "{text}");
     assert!(
-        text.contains("systemd-run --user --wait --collect --service-type=exec --unit=spotguard-probe-full-"),
+        text.contains("systemd-run --user --wait --service-type=exec --unit=spotguard-probe-full-"),
         "{text}"
     );
     // The unit as rendered for this user, and as the Debian package ships it.
@@ -216,7 +217,7 @@ async fn install_probes_the_sandbox_starts_the_unit_and_uninstall_undoes_it() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines[0], "systemctl --user daemon-reload");
     // The probe ran the real self-check under the unit's own sandbox settings.
-    assert!(lines[1].starts_with("systemd-run --user --wait --collect"), "{log}");
+    assert!(lines[1].starts_with("systemd-run --user --wait --service-type=exec"), "{log}");
     assert!(lines[1].contains("-p PrivateUsers=yes") && lines[1].contains("-p ProtectHome=tmpfs"), "{log}");
     assert!(
         lines[1].ends_with(&format!(

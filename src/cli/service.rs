@@ -320,7 +320,19 @@ async fn probe(profile: Profile, settings: &[String], check: &[String]) -> Resul
     match run_command(&words).await {
         Ok(_) => Ok(()),
         Err(Failure::Ran { code, stderr, .. }) => {
-            Err(crate::text::terminal(&systemd::probe_failure(code, &stderr)))
+            let mut why = systemd::probe_failure(code, &stderr);
+            // The failed probe is still loaded: its own exit status says more than
+            // systemd-run's "Job ... failed" on older systemd. Then it is cleared away.
+            let unit = systemd::probe_unit(profile);
+            if let Ok(out) =
+                run_command(&["systemctl", "--user", "show", "-p", systemd::SHOW_PROPERTIES, &unit]).await
+                && let Some(status) = UnitState::parse(&out).exit_status()
+                && !why.starts_with(&status)
+            {
+                why = format!("{status}; {why}");
+            }
+            let _ = run_command(&["systemctl", "--user", "reset-failed", &unit]).await;
+            Err(crate::text::terminal(&why))
         }
         Err(Failure::NotRun(e)) => Err(format!("cannot run systemd-run: {e}")),
     }

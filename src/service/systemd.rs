@@ -242,6 +242,11 @@ pub fn reduced_settings(full: &[String]) -> Vec<String> {
     out
 }
 
+/// The probe unit's name for `profile` in this process.
+pub fn probe_unit(profile: Profile) -> String {
+    format!("spotguard-probe-{}-{}.service", profile.name(), std::process::id())
+}
+
 /// The transient unit that tells whether `settings` start on this host: `systemd-run` runs
 /// `spotguard service self-check` under them and waits for it. The unit is named
 /// `spotguard-probe-<profile>-<pid>`: it reads well in the journal, and an administrator can
@@ -250,12 +255,14 @@ pub fn reduced_settings(full: &[String]) -> Vec<String> {
 pub fn probe_command(profile: Profile, settings: &[String], self_check: &[String]) -> Vec<String> {
     let mut cmd: Vec<String> =
         // Not --quiet: systemd-run then says how the unit ended ("status=226/NAMESPACE"), which
-        // its own exit code does not always carry (systemd 252 exits 1).
-        ["systemd-run", "--user", "--wait", "--collect", "--service-type=exec"]
+        // its own exit code does not always carry (systemd 252 exits 1). Not --collect: a
+        // probe that failed stays loaded, so its exit status can be read (systemctl show),
+        // then it is reset; one that succeeded is unloaded as usual.
+        ["systemd-run", "--user", "--wait", "--service-type=exec"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-    cmd.push(format!("--unit=spotguard-probe-{}-{}", profile.name(), std::process::id()));
+    cmd.push(format!("--unit={}", probe_unit(profile)));
     for s in settings {
         cmd.push("-p".into());
         cmd.push(s.clone());
