@@ -29,7 +29,8 @@ fn rendered_unit(out: &str) -> String {
 /// `systemd-run` really runs the self-check after `--`, unless `refuse-full` holds an exit code
 /// for a probe that asks for `PrivateUsers=yes` (a host without user namespaces): then it fails
 /// as systemd 252's does, and `systemctl show` of the probe unit reports that exit code.
-/// `journalctl` prints `journal`.
+/// `restart` starts a new run (a new InvocationID: run-1, run-2, ...) unless `restart-ignored`
+/// exists. `journalctl` prints `journal`.
 fn fake_systemd(dir: &Path) -> PathBuf {
     let bin = dir.join("fakebin");
     std::fs::create_dir_all(&bin).expect("dir");
@@ -44,8 +45,12 @@ if [ -e '{d}/nobus' ]; then echo 'Failed to connect to bus: No medium found' >&2
 case "$2" in
   show) case "$5" in
       spotguard-probe-*) printf 'ActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainCode=1\nExecMainStatus=%s\n' "$(cat '{d}/refuse-full')" ;;
-      *) if [ -e '{d}/state' ]; then cat '{d}/state'; else printf 'ActiveState=active\nSubState=running\nResult=success\nStatusText=default: last poll 12:00:00\n'; fi ;;
+      *) if [ -e '{d}/state' ]; then cat '{d}/state'; else printf 'ActiveState=active\nSubState=running\nResult=success\nStatusText=default: last poll 12:00:00\n'; fi
+         echo "InvocationID=$(cat '{d}/invocation' 2>/dev/null || echo run-1)" ;;
     esac ;;
+  restart) if [ ! -e '{d}/restart-ignored' ]; then
+      n=$(cat '{d}/invocation' 2>/dev/null | tr -dc 0-9); echo "run-$((${{n:-1}} + 1))" > '{d}/invocation'
+    fi ;;
   enable) echo "Created symlink $HOME/.config/systemd/user/default.target.wants/spotguard.service." >&2 ;;
   status) if grep -q failed '{d}/state' 2>/dev/null; then echo '     Active: failed (Result: exit-code) since today'; exit 3; fi ;;
   is-enabled) echo enabled ;;
@@ -229,16 +234,19 @@ async fn install_probes_the_sandbox_starts_the_unit_and_uninstall_undoes_it() {
     );
     let rest = &lines[2..];
     assert_eq!(
-        rest[..4],
+        rest[..3],
         [
             "systemctl --user daemon-reload",
             "systemctl --user enable spotguard.service",
             "systemctl --user reset-failed spotguard.service",
-            "systemctl --user restart --no-block spotguard.service"
         ],
         "{log}"
     );
-    assert!(rest[4].starts_with("systemctl --user show -p ActiveState"), "{log}");
+    // Which run is current before the restart, so the old one is not taken for the new.
+    assert!(rest[3].starts_with("systemctl --user show -p ActiveState"), "{log}");
+    assert!(rest[3].contains("InvocationID"), "{log}");
+    assert_eq!(rest[4], "systemctl --user restart --no-block spotguard.service", "{log}");
+    assert!(rest[5].starts_with("systemctl --user show -p ActiveState"), "{log}");
 
     let out = run_with(&s, &bin, &["service", "status"]).await;
     let text = stdout(&out);
@@ -306,6 +314,18 @@ async fn a_unit_that_does_not_start_is_reported_in_systemds_own_words() {
     assert!(err.contains("What to do: run `spotguard run` in a terminal"), "{err}");
     assert!(!err.contains("Created symlink"), "systemd's success line is not the reason: {err}");
     assert!(!err.contains("session bus"), "the bus was fine: {err}");
+}
+
+/// A reinstall over a running service: the old run is still active right after the restart is
+/// queued, and must not be taken for the new one reporting ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reinstall_waits_for_the_new_run_not_the_old_one() {
+    let s = Sandbox::new().await;
+    let bin = fake_systemd(s.path());
+    std::fs::write(s.path().join("restart-ignored"), "").expect("write");
+    let out = run_with(&s, &bin, &["service", "install"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("did not report ready within 15s"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]

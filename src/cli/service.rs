@@ -276,9 +276,12 @@ async fn install_systemd(env: &Env, target: &Target, dry_run: bool) -> anyhow::R
     systemctl(&["enable", systemd::UNIT]).await?;
     // A unit that hit its start limit before would refuse to start again.
     let _ = run_command(&["systemctl", "--user", "reset-failed", systemd::UNIT]).await;
+    // On a reinstall the old run is still active for a moment after the restart is queued:
+    // only the new run's state counts.
+    let before = show_state().await?.invocation;
     systemctl(&["restart", "--no-block", systemd::UNIT]).await?;
 
-    let state = wait_for_start().await?;
+    let state = wait_for_start(&before).await?;
     let unit_shown =
         if files.packaged { PathBuf::from(systemd::PACKAGED_UNIT) } else { files.user_unit.clone() };
     match state.verdict() {
@@ -338,14 +341,20 @@ async fn probe(profile: Profile, settings: &[String], check: &[String]) -> Resul
     }
 }
 
-/// Polls the unit's state until it runs, fails, or [`START_WAIT`] passes.
-async fn wait_for_start() -> anyhow::Result<UnitState> {
+/// Polls the unit's state until a run other than `before` runs or fails, or [`START_WAIT`]
+/// passes.
+async fn wait_for_start(before: &str) -> anyhow::Result<UnitState> {
     let started = Instant::now();
     loop {
         let state = show_state().await?;
+        let new_run = before.is_empty() || state.invocation != before;
         let verdict = state.verdict();
-        if verdict != Verdict::Starting || started.elapsed() >= START_WAIT {
+        if new_run && verdict != Verdict::Starting {
             return Ok(state);
+        }
+        if started.elapsed() >= START_WAIT {
+            // Still the old run, or still starting: not ready.
+            return Ok(UnitState { active: "activating".into(), sub: "start".into(), ..state });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -321,11 +321,13 @@ pub struct UnitState {
     /// The unit file the manager loaded, and its drop-ins.
     pub fragment: String,
     pub dropins: String,
+    /// Which run of the unit this is: a restart gives a new one.
+    pub invocation: String,
 }
 
 /// The properties [`UnitState::parse`] reads.
-pub const SHOW_PROPERTIES: &str =
-    "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,NRestarts,StatusText,FragmentPath,DropInPaths";
+pub const SHOW_PROPERTIES: &str = "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,NRestarts,\
+                                   StatusText,FragmentPath,DropInPaths,InvocationID";
 
 impl UnitState {
     /// Parses `KEY=VALUE` lines.
@@ -350,6 +352,7 @@ impl UnitState {
                 "StatusText" => s.status_text = v.into(),
                 "FragmentPath" => s.fragment = v.into(),
                 "DropInPaths" => s.dropins = v.into(),
+                "InvocationID" => s.invocation = v.into(),
                 _ => {}
             }
         }
