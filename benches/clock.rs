@@ -237,12 +237,28 @@ async fn watch_idle(pid: u32, window: Duration) -> (u64, u64, u64) {
     (wakeups, cpu1 - cpu0, context_switches(pid) - switches0)
 }
 
-async fn idle(report: &mut Report) {
+/// A private bus with a notification server, and the fake with one device online.
+async fn stage() -> (TestBus, NotificationServer, FakeSpotify) {
     let bus = TestBus::start();
-    let _server = NotificationServer::start(&bus, &["actions", "body", "body-markup"]).await;
+    let server = NotificationServer::start(&bus, &["actions", "body", "body-markup"]).await;
     let fake = FakeSpotify::start().await.expect("fake");
+    fake.handle().set_devices(vec![fake::device("bench-laptop", "Laptop", "Computer", false)]);
+    (bus, server, fake)
+}
+
+/// The daemon's CPU per poll (ms) over the next `n` polls, and the polls counted.
+async fn cpu_per_poll(pid: u32, spotify: &fake::FakeHandle, n: usize) -> (f64, f64) {
+    let polls0 = spotify.request_count(DEVICES);
+    let (cpu0, _) = schedstat(pid);
+    wait_polls(spotify, polls0 + n, Duration::from_secs(120)).await;
+    let (cpu1, _) = schedstat(pid);
+    let polls = (spotify.request_count(DEVICES) - polls0) as f64;
+    ((cpu1 - cpu0) as f64 / polls / 1e6, polls)
+}
+
+async fn idle(report: &mut Report) {
+    let (bus, _server, fake) = stage().await;
     let spotify = fake.handle();
-    spotify.set_devices(vec![fake::device("bench-laptop", "Laptop", "Computer", false)]);
 
     // At 60 s: the first poll (and its first-look summary) out of the way, then 5 minutes.
     let d = start(&fake, &bus.address, "60s", &["default".to_string()]);
@@ -269,22 +285,15 @@ async fn idle(report: &mut Report) {
     let pid = d.child.id();
     let base = spotify.request_count(DEVICES);
     wait_polls(&spotify, base + 3, Duration::from_secs(30)).await;
-    let polls0 = spotify.request_count(DEVICES);
-    let (cpu0, _) = schedstat(pid);
-    wait_polls(&spotify, polls0 + 60, Duration::from_secs(120)).await;
-    let (cpu1, _) = schedstat(pid);
-    let polls = (spotify.request_count(DEVICES) - polls0) as f64;
+    let (cpu_ms, polls) = cpu_per_poll(pid, &spotify, 60).await;
     drop(d);
     println!("spotguard clock benchmark, idle: every 1s, {polls} polls");
-    report.target("CPU per idle poll at 1s", (cpu1 - cpu0) as f64 / polls / 1e6, "ms", 0.3);
+    report.target("CPU per idle poll at 1s", cpu_ms, "ms", 0.3);
 }
 
 async fn accounts(report: &mut Report, n: usize, window: Duration) {
-    let bus = TestBus::start();
-    let _server = NotificationServer::start(&bus, &["actions", "body", "body-markup"]).await;
-    let fake = FakeSpotify::start().await.expect("fake");
+    let (bus, _server, fake) = stage().await;
     let spotify = fake.handle();
-    spotify.set_devices(vec![fake::device("bench-laptop", "Laptop", "Computer", false)]);
     let names: Vec<String> = (0..n).map(|i| format!("acct{i:04}")).collect();
     let d = start(&fake, &bus.address, "60s", &names);
     let pid = d.child.id();
@@ -446,11 +455,8 @@ async fn tls_front(
 
 async fn tls(report: &mut Report) {
     use std::sync::atomic::Ordering;
-    let bus = TestBus::start();
-    let _server = NotificationServer::start(&bus, &["actions", "body", "body-markup"]).await;
-    let fake = FakeSpotify::start().await.expect("fake");
+    let (bus, _server, fake) = stage().await;
     let spotify = fake.handle();
-    spotify.set_devices(vec![fake::device("bench-laptop", "Laptop", "Computer", false)]);
     println!("spotguard clock benchmark, HTTPS: every 3s, 20 polls per mode (rustls, TLS 1.3)");
     for (label, resumption, close_idle) in [
         ("CPU per poll, HTTPS, connection kept alive", true, None),
@@ -471,15 +477,11 @@ async fn tls(report: &mut Report) {
         let pid = d.child.id();
         let base = spotify.request_count(DEVICES);
         wait_polls(&spotify, base + 2, Duration::from_secs(30)).await;
-        let polls0 = spotify.request_count(DEVICES);
         let conns0 = front.connections.load(Ordering::Relaxed);
         let resumed0 = front.resumed.load(Ordering::Relaxed);
-        let (cpu0, _) = schedstat(pid);
-        wait_polls(&spotify, polls0 + 20, Duration::from_secs(120)).await;
-        let (cpu1, _) = schedstat(pid);
-        let polls = (spotify.request_count(DEVICES) - polls0) as f64;
+        let (cpu_ms, polls) = cpu_per_poll(pid, &spotify, 20).await;
         drop(d);
-        report.info(label, (cpu1 - cpu0) as f64 / polls / 1e6, "ms");
+        report.info(label, cpu_ms, "ms");
         println!(
             "    ({} new connections, {} of them resumed, over {polls} polls)",
             front.connections.load(Ordering::Relaxed) - conns0,

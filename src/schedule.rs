@@ -141,17 +141,6 @@ impl AccountClock {
         self.due
     }
 
-    /// The wall time of the next poll, for `status`.
-    pub fn next_poll_at(&self) -> Option<DateTime<Utc>> {
-        match &self.kind {
-            Kind::Every { .. } => {
-                let left = self.due.saturating_duration_since(Instant::now());
-                chrono::Duration::from_std(left).ok().map(|d| self.wall.now() + d)
-            }
-            Kind::Cron { target, .. } => *target,
-        }
-    }
-
     /// Waits for the next poll. A tick that passed while the caller was busy (a long poll) is
     /// skipped: the next one comes on the grid, within one interval, never as a burst.
     pub async fn tick(&mut self) {
@@ -449,7 +438,6 @@ mod tests {
         c.tick().await;
         let gap = Instant::now() - t3;
         assert!(gap <= MINUTE + Duration::from_secs(31), "{gap:?}");
-        assert!(c.next_poll_at().is_none() || c.next_poll_at() > Some(wall.now()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -458,8 +446,6 @@ mod tests {
         c.tick().await;
         assert!(c.due() > Instant::now());
         assert!(c.due() - Instant::now() <= MINUTE);
-        let next = c.next_poll_at().expect("interval clocks know");
-        assert!(next > Utc::now());
     }
 
     #[test]

@@ -86,6 +86,17 @@ impl Liveness {
         due.iter().find(|(a, d)| !busy.contains_key(*a) && now > **d + grace).map(|(a, _)| a.clone())
     }
 
+    /// What the watchdog finds.
+    pub fn health(&self) -> Health {
+        if let Some(a) = self.stuck(STUCK_AFTER) {
+            return Health::Stuck(a);
+        }
+        if let Some(a) = self.overdue(CLOCK_GRACE) {
+            return Health::ClockStopped(a);
+        }
+        Health::Alive
+    }
+
     /// The account whose poll has run longer than `bound`, if any.
     pub fn stuck(&self, bound: Duration) -> Option<String> {
         let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
@@ -137,18 +148,6 @@ pub enum Health {
     ClockStopped(String),
 }
 
-impl Liveness {
-    pub fn health(&self) -> Health {
-        if let Some(a) = self.stuck(STUCK_AFTER) {
-            return Health::Stuck(a);
-        }
-        if let Some(a) = self.overdue(CLOCK_GRACE) {
-            return Health::ClockStopped(a);
-        }
-        Health::Alive
-    }
-}
-
 /// Pings systemd's watchdog while the daemon is [`Health::Alive`]: after each poll (the
 /// process is awake then anyway), and at half the watchdog interval after the last ping when
 /// no poll came, so a daemon polling at least that often never wakes up for the watchdog
@@ -170,26 +169,25 @@ pub async fn watchdog(liveness: Arc<Liveness>) {
                 }
             }
         }
+        // Unhealthy rounds count too: the next look comes half an interval on.
+        last_ping = Some(Instant::now());
         match liveness.health() {
             Health::Alive => {
                 said = false;
                 send(&[NotifyState::Watchdog]);
-                last_ping = Some(Instant::now());
             }
             Health::Stuck(account) if !said => {
                 said = true;
-                last_ping = Some(Instant::now());
                 tracing::error!(%account, "a poll is stuck; letting the service manager restart spotguard");
             }
             Health::ClockStopped(account) if !said => {
                 said = true;
-                last_ping = Some(Instant::now());
                 tracing::error!(
                     %account,
                     "the poll clock stopped waking; letting the service manager restart spotguard"
                 );
             }
-            _ => last_ping = Some(Instant::now()),
+            _ => {}
         }
     }
 }

@@ -174,7 +174,7 @@ mod tests {
     use super::*;
     use crate::audit::{Policy, Snapshot, evaluate};
     use crate::spotify::Device;
-    use crate::store::Store;
+    use crate::store::{Recording, Store};
     use std::time::Duration;
 
     #[tokio::test]
@@ -197,17 +197,10 @@ mod tests {
                     ..Device::default()
                 };
                 // A reviewed account, then 120 strangers at once: 120 alerts.
-                let plan = evaluate(
-                    &s.load_known(a, now)?,
-                    &Snapshot { devices: vec![dev(0)], playback: None },
-                    &policy,
-                    now,
-                );
-                s.record_poll(a, now, Duration::ZERO, &plan)?;
-                let devices: Vec<Device> = (1..=120).map(dev).collect();
-                let plan =
-                    evaluate(&s.load_known(a, now)?, &Snapshot { devices, playback: None }, &policy, now);
-                s.record_poll(a, now, Duration::ZERO, &plan)?;
+                let reviewed = Snapshot { devices: vec![dev(0)], playback: None };
+                s.poll(a, now, Duration::ZERO, Recording::Record, |k| evaluate(k, &reviewed, &policy, now))?;
+                let strangers = Snapshot { devices: (1..=120).map(dev).collect(), playback: None };
+                s.poll(a, now, Duration::ZERO, Recording::Record, |k| evaluate(k, &strangers, &policy, now))?;
                 Ok(())
             })
             .await

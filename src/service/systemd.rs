@@ -316,18 +316,14 @@ pub struct UnitState {
     /// `exited`, `killed`, `dumped`, or empty.
     pub main_code: String,
     pub main_status: Option<i32>,
-    pub restarts: u32,
     pub status_text: String,
-    /// The unit file the manager loaded, and its drop-ins.
-    pub fragment: String,
-    pub dropins: String,
     /// Which run of the unit this is: a restart gives a new one.
     pub invocation: String,
 }
 
 /// The properties [`UnitState::parse`] reads.
-pub const SHOW_PROPERTIES: &str = "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,NRestarts,\
-                                   StatusText,FragmentPath,DropInPaths,InvocationID";
+pub const SHOW_PROPERTIES: &str =
+    "ActiveState,SubState,Result,ExecMainCode,ExecMainStatus,StatusText,InvocationID";
 
 impl UnitState {
     /// Parses `KEY=VALUE` lines.
@@ -348,10 +344,7 @@ impl UnitState {
                     }
                 }
                 "ExecMainStatus" => s.main_status = v.parse().ok(),
-                "NRestarts" => s.restarts = v.parse().unwrap_or(0),
                 "StatusText" => s.status_text = v.into(),
-                "FragmentPath" => s.fragment = v.into(),
-                "DropInPaths" => s.dropins = v.into(),
                 "InvocationID" => s.invocation = v.into(),
                 _ => {}
             }

@@ -270,20 +270,6 @@ impl Store {
         Ok((known, plan, ids))
     }
 
-    /// Applies one successful poll's plan in one transaction; returns the new events' ids.
-    pub fn record_poll(
-        &mut self,
-        account: AccountId,
-        now: DateTime<Utc>,
-        took: Duration,
-        plan: &Plan,
-    ) -> Result<Vec<i64>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let ids = record_poll_tx(&tx, account, now, took, plan, self.bridge)?;
-        tx.commit()?;
-        Ok(ids)
-    }
-
     /// Notes a failed poll. Presence and devices are left exactly as they were: a failed
     /// poll is never evidence of anything.
     pub fn record_failure(

@@ -190,9 +190,9 @@ impl Sandbox {
 /// the daemon would (rules, then one transaction). Returns the account's id.
 pub fn record_seen(store: &mut Store, id: &str, name: &str, kind: &str) -> i64 {
     use spotguard::audit::{Policy, Snapshot, evaluate};
+    use spotguard::store::Recording;
     let now = chrono::Utc::now();
     let account = store.account("default", now).expect("account");
-    let known = store.load_known(account, now).expect("known");
     let seen = spotguard::spotify::Device {
         id: Some(id.into()),
         name: name.into(),
@@ -200,8 +200,12 @@ pub fn record_seen(store: &mut Store, id: &str, name: &str, kind: &str) -> i64 {
         ..Default::default()
     };
     let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 6, ignore: Vec::new() };
-    let plan = evaluate(&known, &Snapshot { devices: vec![seen], playback: None }, &policy, now);
-    store.record_poll(account, now, Duration::ZERO, &plan).expect("record");
+    let snapshot = Snapshot { devices: vec![seen], playback: None };
+    store
+        .poll(account, now, Duration::ZERO, Recording::Record, |known| {
+            evaluate(known, &snapshot, &policy, now)
+        })
+        .expect("record");
     account
 }
 
