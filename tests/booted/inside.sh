@@ -236,6 +236,13 @@ check no-duplicate-alert "Galaxy S24 alerts shown: $(shown 'Galaxy S24')" test "
 as_alice $BIN service status > /tmp/status.out 2>&1
 sed 's/^/    status: /' /tmp/status.out | tee -a "$OUT" >/dev/console
 check service-status "$(grep -m1 '^sandbox' /tmp/status.out)" grep -q "^sandbox: $EXPECT_PROFILE" /tmp/status.out
+# Installing again over the running service (an upgrade): the new run must be the one that
+# reports ready, not the old one still active when the restart is queued.
+old_pid=$(prop MainPID)
+as_alice $BIN service install > /tmp/reinstall.out 2>&1
+rc=$?
+check reinstall "exit $rc, MainPID $old_pid -> $(prop MainPID), $(grep -m1 '^Sandbox:' /tmp/reinstall.out)" \
+  sh -c "[ $rc = 0 ] && [ \"\$(runuser -u alice -- env XDG_RUNTIME_DIR=/run/user/1000 systemctl --user show -p MainPID --value spotguard.service)\" != $old_pid ]"
 as_alice $BIN service uninstall > /tmp/uninstall.out 2>&1
 check uninstall "$(tail -1 /tmp/uninstall.out)" test "$(prop ActiveState)" = inactive
 check uninstall-keeps-data "$(ls $A/.local/share/spotguard | tr '\n' ' ')" test -f $A/.local/share/spotguard/spotguard.db
