@@ -2,7 +2,9 @@
 //!
 //! An event is plain data, serialised as JSON into the `events` table with its `kind` as a
 //! tag, so that `history` and later versions can read what earlier ones wrote. Adding a
-//! variant is compatible; renaming a field is not. No I/O here.
+//! variant is compatible; renaming a field is not. An older spotguard reading a kind a newer
+//! one wrote gets [`Event::Unknown`]; a row it cannot read at all, [`Event::Unreadable`]:
+//! neither is ever written, and neither stops the rest of the outbox or the history. No I/O here.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -56,6 +58,20 @@ pub enum Event {
     DevicesMerged { kept: String, merged: String },
     /// `spotguard login` authorised the account.
     LoggedIn { user: String },
+    /// No successful poll of the account for `alerts.silent_after`: the person is not
+    /// covered, and must hear it. Once per outage.
+    NotWatching { since: DateTime<Utc>, reason: String },
+    /// Polls of the account work again after a [`Event::NotWatching`] notice.
+    WatchingAgain { since: DateTime<Utc> },
+    /// The database cannot be written (a full disk, say): alerts still come from memory,
+    /// but nothing is recorded. Never stored (it cannot be): shown directly, once per outage.
+    NotRecording { reason: String },
+    /// A kind a newer spotguard wrote. Read, never written.
+    #[serde(skip)]
+    Unknown { kind: String },
+    /// A stored row that cannot be read at all. Read, never written.
+    #[serde(skip)]
+    Unreadable { reason: String },
 }
 
 /// Who trusted a device: recorded so history can say.
@@ -82,6 +98,11 @@ impl Event {
             Event::DevicesMerged { .. } => "devices_merged",
             Event::SignOutWorked { .. } => "sign_out_worked",
             Event::StillOnlineAfterSignOut { .. } => "still_online_after_sign_out",
+            Event::NotWatching { .. } => "not_watching",
+            Event::WatchingAgain { .. } => "watching_again",
+            Event::NotRecording { .. } => "not_recording",
+            Event::Unknown { .. } => "unknown",
+            Event::Unreadable { .. } => "unreadable",
         }
     }
 
@@ -89,8 +110,13 @@ impl Event {
     pub fn urgency(&self) -> Urgency {
         match self {
             // The watcher is blind until the person logs in again: it must not time out.
-            Event::UnknownPlaying { .. } | Event::AccessLost { .. } => Urgency::Critical,
-            Event::FirstRun { .. }
+            Event::UnknownPlaying { .. }
+            | Event::AccessLost { .. }
+            | Event::NotWatching { .. }
+            | Event::NotRecording { .. } => Urgency::Critical,
+            // A newer spotguard thought it worth recording: better shown plainly than lost.
+            Event::Unknown { .. }
+            | Event::FirstRun { .. }
             | Event::DeviceAppeared { .. }
             | Event::DeviceLimit { .. }
             | Event::LoginExpiring { .. }
@@ -99,7 +125,9 @@ impl Event {
             | Event::DeviceTrusted { .. }
             | Event::LoggedIn { .. }
             | Event::DevicesMerged { .. }
-            | Event::SignOutWorked { .. } => Urgency::Quiet,
+            | Event::SignOutWorked { .. }
+            | Event::WatchingAgain { .. }
+            | Event::Unreadable { .. } => Urgency::Quiet,
         }
     }
 
@@ -150,13 +178,91 @@ impl Event {
             Event::DevicesMerged { kept, merged } => {
                 format!("device \u{201c}{merged}\u{201d} merged into \u{201c}{kept}\u{201d}")
             }
+            Event::NotWatching { since, reason } => format!(
+                "not watching: no successful check since {}: {reason}",
+                since.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+            ),
+            Event::WatchingAgain { since } => format!(
+                "watching again (checks had failed since {})",
+                since.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+            ),
+            Event::NotRecording { reason } => {
+                format!("the database cannot be written, so nothing is being recorded: {reason}")
+            }
+            Event::Unknown { kind } => {
+                format!("an event of kind \u{201c}{kind}\u{201d}, written by a newer spotguard")
+            }
+            Event::Unreadable { reason } => format!("an event that cannot be read ({reason})"),
         }
     }
 }
 
+/// Reads a stored event's JSON. Never fails: a kind this version does not know is
+/// [`Event::Unknown`], anything else that does not decode is [`Event::Unreadable`].
+pub fn decode(details: &str) -> Event {
+    match serde_json::from_str::<Event>(details) {
+        Ok(e) => e,
+        Err(e) => {
+            let kind = serde_json::from_str::<serde_json::Value>(details)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string));
+            match kind {
+                Some(kind) if !KINDS.contains(&kind.as_str()) => {
+                    Event::Unknown { kind: crate::text::clean(&kind, 64) }
+                }
+                _ => Event::Unreadable { reason: crate::text::clean(&e.to_string(), 160) },
+            }
+        }
+    }
+}
+
+/// Every kind this version writes.
+const KINDS: &[&str] = &[
+    "first_run",
+    "device_appeared",
+    "unknown_playing",
+    "device_renamed",
+    "device_limit",
+    "device_trusted",
+    "access_lost",
+    "login_expiring",
+    "logged_in",
+    "devices_merged",
+    "sign_out_worked",
+    "still_online_after_sign_out",
+    "not_watching",
+    "watching_again",
+    "not_recording",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_from_a_newer_version_is_unknown_and_a_broken_row_unreadable() {
+        assert_eq!(
+            decode(r#"{"kind":"hologram_seen","where":"moon"}"#),
+            Event::Unknown { kind: "hologram_seen".into() }
+        );
+        assert!(matches!(decode(r#"{"kind":"device_appeared","name":7}"#), Event::Unreadable { .. }));
+        assert!(matches!(decode("not json"), Event::Unreadable { .. }));
+        assert!(matches!(decode(r#"{"no":"kind"}"#), Event::Unreadable { .. }));
+    }
+
+    #[test]
+    fn every_written_kind_is_known() {
+        let samples = [
+            Event::NotWatching { since: Utc::now(), reason: "x".into() },
+            Event::WatchingAgain { since: Utc::now() },
+            Event::NotRecording { reason: "x".into() },
+            Event::LoggedIn { user: "u".into() },
+        ];
+        for e in samples {
+            assert!(KINDS.contains(&e.kind()), "{}", e.kind());
+            assert_eq!(decode(&serde_json::to_string(&e).expect("json")), e);
+        }
+    }
 
     #[test]
     fn events_written_before_a_field_existed_still_read() {

@@ -157,7 +157,37 @@ pub fn render(
         | Event::DeviceTrusted { .. }
         | Event::LoggedIn { .. }
         | Event::DevicesMerged { .. }
-        | Event::SignOutWorked { .. } => return None,
+        | Event::SignOutWorked { .. }
+        | Event::WatchingAgain { .. }
+        | Event::Unreadable { .. } => return None,
+        Event::NotWatching { since, reason } => (
+            format!("spotguard is not watching {}", clean(&account, 32)),
+            format!(
+                "spotguard has not been able to check {account} since {}: {}. Until it can, nobody is \
+                 told when a stranger uses the account. See `spotguard status` and `spotguard doctor`.",
+                since.with_timezone(&Local).format("%H:%M"),
+                text_long(reason, caps)
+            ),
+            Vec::new(),
+        ),
+        Event::NotRecording { reason } => (
+            "spotguard cannot record anything".to_string(),
+            format!(
+                "Its database cannot be written ({}). Alerts still come, but nothing is kept for \
+                 history or review, and an alert may repeat. Free some disk space.",
+                text_long(reason, caps)
+            ),
+            Vec::new(),
+        ),
+        Event::Unknown { kind } => (
+            "spotguard recorded an event this version cannot show".to_string(),
+            format!(
+                "A newer spotguard recorded an event of kind \u{201c}{}\u{201d}. See `spotguard history`, \
+                 or upgrade spotguard.",
+                text(kind)
+            ),
+            Vec::new(),
+        ),
         Event::StillOnlineAfterSignOut { name, device_type, minutes } => (
             format!("{} is still on your Spotify account{on}", clean(name, MAX_NAME_CHARS)),
             format!(
@@ -191,6 +221,20 @@ fn text_long(s: &str, caps: &Capabilities) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn not_watching_says_since_when_why_and_what_to_do() {
+        let since = at();
+        let e = Event::NotWatching { since, reason: "cannot reach Spotify <b>".into() };
+        let a = render(&e, since, "home", false, &full(), "https://x").expect("shown");
+        assert_eq!(a.summary, "spotguard is not watching home");
+        let hm = since.with_timezone(&Local).format("%H:%M").to_string();
+        assert!(a.body.contains(&format!("since {hm}: cannot reach Spotify &lt;b&gt;")), "{}", a.body);
+        assert!(a.body.contains("spotguard status"));
+        assert_eq!(a.urgency, Urgency::Critical);
+        assert!(a.actions.is_empty());
+        assert!(render(&Event::WatchingAgain { since }, since, "home", false, &full(), "x").is_none());
+    }
 
     fn at() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).single().expect("valid")

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_retry_at.sql"),
     include_str!("migrations/004_mute.sql"),
     include_str!("migrations/005_signout.sql"),
+    include_str!("migrations/006_never_silent.sql"),
 ];
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
@@ -299,15 +300,30 @@ impl Store {
         Ok(at.map(time))
     }
 
-    /// Events not yet delivered, oldest first.
+    /// Events not yet delivered, oldest first. A row that cannot be read is quarantined here
+    /// (marked, kept for `history`, logged once) and left out, so it never blocks the rest.
     pub fn undelivered(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.id, a.name, e.device_id, e.at, e.details, e.attempts
              FROM events e JOIN accounts a ON a.id = e.account_id
-             WHERE e.delivered_at IS NULL ORDER BY e.id LIMIT ?1",
+             WHERE e.delivered_at IS NULL AND e.quarantined_at IS NULL ORDER BY e.id LIMIT ?1",
         )?;
-        let rows = stmt.query_map([limit as i64], event_row)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(parse_event).collect()
+        let rows = stmt.query_map([limit as i64], stored_event)?.collect::<Result<Vec<_>, _>>()?;
+        let mut ready = Vec::with_capacity(rows.len());
+        for ev in rows {
+            match &ev.event {
+                Event::Unreadable { reason } => {
+                    tracing::warn!(event = ev.id, "a stored alert cannot be read and is set aside: {reason}");
+                    exec(
+                        &self.conn,
+                        "UPDATE events SET quarantined_at = ?2 WHERE id = ?1",
+                        params![ev.id, ms(Utc::now())],
+                    )?;
+                }
+                _ => ready.push(ev),
+            }
+        }
+        Ok(ready)
     }
 
     /// Marks an event as delivered.
@@ -531,9 +547,8 @@ impl Store {
              FROM events e JOIN accounts a ON a.id = e.account_id
              WHERE e.account_id = ?1 ORDER BY e.at DESC, e.id DESC LIMIT ?2",
         )?;
-        let rows =
-            stmt.query_map(params![account, limit as i64], event_row)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(parse_event).collect()
+        let rows = stmt.query_map(params![account, limit as i64], stored_event)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Events since `since`, newest first, optionally of one account and one device.
@@ -550,10 +565,8 @@ impl Store {
              WHERE e.at >= ?1 AND (?2 IS NULL OR e.account_id = ?2) AND (?3 IS NULL OR e.device_id = ?3)
              ORDER BY e.at DESC, e.id DESC LIMIT ?4",
         )?;
-        let rows = stmt
-            .query_map(params![ms(since), account, device, limit as i64], event_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(parse_event).collect()
+        let rows = stmt.query_map(params![ms(since), account, device, limit as i64], stored_event)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Records that Spotify no longer accepts the account's login, with its event, once.
@@ -616,6 +629,66 @@ impl Store {
     pub fn clear_access_lost(&self, account: AccountId) -> Result<(), StoreError> {
         exec(&self.conn, "UPDATE accounts SET access_lost_at = NULL WHERE id = ?1", [account])?;
         Ok(())
+    }
+
+    /// When the account was last polled successfully.
+    pub fn last_poll_at(&self, account: AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> =
+            row(&self.conn, "SELECT last_poll_at FROM accounts WHERE id = ?1", [account], |r| r.get(0))?;
+        Ok(at.map(time))
+    }
+
+    /// Records the "not watching" notice for the outage that began at `since`, once per
+    /// outage. Returns the event's id, or `None` if this outage was already told.
+    pub fn not_watching(
+        &mut self,
+        account: AccountId,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = exec(
+            &tx,
+            "UPDATE accounts SET not_watching_since = ?2 WHERE id = ?1 AND not_watching_since IS NULL",
+            params![account, ms(since)],
+        )?;
+        let id = if n == 1 {
+            let event = Event::NotWatching { since, reason: reason.to_string() };
+            Some(insert_event(&tx, account, None, now, &event, None)?)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Ends a told outage after a successful poll, with a quiet "watching again" event.
+    /// Returns the event's id, or `None` if no outage was told.
+    pub fn watching_again(
+        &mut self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let since: Option<i64> =
+            row(&tx, "SELECT not_watching_since FROM accounts WHERE id = ?1", [account], |r| r.get(0))?;
+        let id = match since {
+            Some(since) => {
+                exec(&tx, "UPDATE accounts SET not_watching_since = NULL WHERE id = ?1", [account])?;
+                Some(insert_event(
+                    &tx,
+                    account,
+                    None,
+                    now,
+                    &Event::WatchingAgain { since: time(since) },
+                    None,
+                )?)
+            }
+            None => None,
+        };
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Records the "login ends soon" warning for the login authorised at `authorized_at`,
@@ -690,17 +763,26 @@ impl Store {
     }
 }
 
-/// An events row before its JSON is read: (id, account, device, at, details, attempts).
-type EventRow = (i64, String, Option<DeviceKey>, i64, String, u32);
-
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-}
-
-fn parse_event((id, account, device, at, details, attempts): EventRow) -> Result<StoredEvent, StoreError> {
-    let event =
-        serde_json::from_str(&details).map_err(|e| StoreError::BadEvent { id, reason: e.to_string() })?;
-    Ok(StoredEvent { id, account, device, at: time(at), event, attempts })
+/// An events row (id, account, device, at, details, attempts) as an event. Never fails on
+/// the row's content: a value of the wrong type or JSON that does not decode gives
+/// [`Event::Unreadable`], a kind from a newer version [`Event::Unknown`].
+fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    use rusqlite::types::ValueRef;
+    let id: i64 = r.get(0)?;
+    let account: String = r.get::<_, Option<String>>(1).ok().flatten().unwrap_or_default();
+    let device = r.get_ref(2).ok().and_then(|v| v.as_i64().ok());
+    let at = r.get_ref(3).ok().and_then(|v| v.as_i64().ok());
+    let attempts =
+        r.get_ref(5).ok().and_then(|v| v.as_i64().ok()).unwrap_or(0).clamp(0, u32::MAX.into()) as u32;
+    let event = match (at, r.get_ref(4)?) {
+        (None, _) => Event::Unreadable { reason: "its time is not a number".into() },
+        (_, ValueRef::Text(t) | ValueRef::Blob(t)) => match std::str::from_utf8(t) {
+            Ok(details) => crate::event::decode(details),
+            Err(_) => Event::Unreadable { reason: "its details are not UTF-8".into() },
+        },
+        _ => Event::Unreadable { reason: "it has no details".into() },
+    };
+    Ok(StoredEvent { id, account, device, at: time(at.unwrap_or(0)), event, attempts })
 }
 
 const DEVICE_ROW_SQL: &str = "

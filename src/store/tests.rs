@@ -411,3 +411,59 @@ fn a_dry_run_poll_plans_from_the_store_and_writes_nothing() {
         .expect("again");
     assert!(!known.first_run, "the second poll sees what the first recorded");
 }
+
+#[test]
+fn an_unreadable_outbox_row_is_set_aside_and_the_rest_delivered() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("1", "Mine")]);
+    for id in store.undelivered(10).expect("outbox").iter().map(|e| e.id) {
+        store.mark_delivered(id, t(0)).expect("delivered");
+    }
+    // A kind a newer version wrote, a damaged row, then a real alert.
+    for (kind, details) in
+        [("hologram", r#"{"kind":"hologram","x":1}"#), ("device_appeared", r#"{"kind":"device_appeared"}"#)]
+    {
+        store
+            .conn
+            .execute(
+                "INSERT INTO events (account_id, at, kind, details) VALUES (?1, ?2, ?3, ?4)",
+                params![a, ms(t(1)), kind, details],
+            )
+            .expect("insert");
+    }
+    store
+        .conn
+        .execute("INSERT INTO events (account_id, at, kind, details) VALUES (?1, 'noon', 'x', '{}')", [a])
+        .expect("insert a row with a text time");
+    let alert = poll(&mut store, a, t(2), vec![dev("1", "Mine"), dev("2", "Stranger")]);
+    assert_eq!(alert.len(), 1);
+
+    let pending = store.undelivered(10).expect("one bad row does not fail the batch");
+    let kinds: Vec<_> = pending.iter().map(|e| e.event.kind()).collect();
+    assert_eq!(kinds, ["unknown", "device_appeared"], "the damaged rows are left out");
+    assert_eq!(pending[1].id, alert[0]);
+    let quarantined: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM events WHERE quarantined_at IS NOT NULL", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(quarantined, 2, "kept, marked");
+    assert_eq!(store.undelivered(10).expect("again").len(), 2, "set aside once, not offered again");
+    let history = store.history(t(-60), None, None, 50).expect("history reads every row");
+    assert_eq!(history.iter().filter(|e| e.event.kind() == "unreadable").count(), 2);
+}
+
+#[test]
+fn not_watching_is_told_once_per_outage_and_its_end_recorded() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    assert!(store.watching_again(a, t(0)).expect("nothing to end").is_none());
+    let first = store.not_watching(a, t(0), t(60), "cannot reach Spotify").expect("notice");
+    assert!(first.is_some());
+    assert!(store.not_watching(a, t(0), t(61), "cannot reach Spotify").expect("again").is_none());
+    let back = store.watching_again(a, t(90)).expect("recovery").expect("an event");
+    let events = store.history(t(-1), None, None, 10).expect("history");
+    assert_eq!(events[0].id, back);
+    assert_eq!(events[0].event, Event::WatchingAgain { since: t(0) });
+    assert!(store.not_watching(a, t(100), t(160), "again").expect("a new outage").is_some());
+}
