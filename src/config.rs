@@ -143,6 +143,9 @@ pub struct AlertsSection {
     pub device_limit: u32,
     /// An unknown device is alerted again only after this long.
     pub realert_after: HumanDuration,
+    /// With no successful poll of an account for this long, one "not watching" notice;
+    /// zero turns it off.
+    pub silent_after: HumanDuration,
 }
 
 impl Default for AlertsSection {
@@ -154,6 +157,7 @@ impl Default for AlertsSection {
             opener: vec![opener.into()],
             device_limit: 6,
             realert_after: HumanDuration(Duration::from_secs(24 * 3600)),
+            silent_after: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }

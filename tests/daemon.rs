@@ -248,3 +248,247 @@ async fn polling_goes_on_after_the_wall_clock_jumps_either_way() {
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(15)).await.success(), "{}", d.log_text());
 }
+
+// ---- Never silent: when spotguard cannot watch, the person hears about it. ----
+
+use common::dbus::{NotificationServer, TestBus};
+
+const FULL_CAPS: &[&str] = &["actions", "body", "body-markup", "body-hyperlinks"];
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A sandbox with desktop notifications on the given bus, past its first run.
+async fn desktop(silent_after: &str) -> Sandbox {
+    let mut s = Sandbox::new().await;
+    s.with_config(&format!(
+        "[notify]\ndesktop = true\naction_timeout = \"1m\"\n[alerts]\nsilent_after = \"{silent_after}\"\n{}\n",
+        s.opener_line()
+    ));
+    s.seed_reviewed();
+    s
+}
+
+/// Writes an outbox row as another spotguard (or a damaged file) might have.
+fn insert_raw_event(s: &Sandbox, kind: &str, details: &str) {
+    let conn = rusqlite::Connection::open(s.db_path()).expect("open db");
+    conn.execute(
+        "INSERT INTO events (account_id, at, kind, details) VALUES ((SELECT id FROM accounts WHERE name = 'default'), ?1, ?2, ?3)",
+        rusqlite::params![chrono::Utc::now().timestamp_millis(), kind, details],
+    )
+    .expect("insert event");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_outbox_row_does_not_stop_the_next_alert_and_history_exits_0() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL_CAPS).await;
+    let s = desktop("1h").await;
+    insert_raw_event(&s, "device_appeared", r#"{"kind":"device_appeared","name":{"not":"a name"}}"#);
+    insert_raw_event(&s, "hologram_seen", r#"{"kind":"hologram_seen","where":"moon"}"#);
+    s.spotify.set_devices(vec![fake::device("x", "Stranger", "Smartphone", false)]);
+    let mut d = s.spawn_daemon(&[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
+    let shown = server.wait_for(2, WAIT).await;
+    let summaries: Vec<&str> = shown.iter().map(|n| n.summary.as_str()).collect();
+    assert!(summaries.contains(&"Unknown device on your Spotify account"), "{summaries:?}");
+    assert!(summaries.contains(&"spotguard recorded an event this version cannot show"), "{summaries:?}");
+    let history = s.run(&["history"]).await;
+    assert!(history.status.success(), "{}", common::sandbox::stderr(&history));
+    let text = common::sandbox::stdout(&history);
+    assert!(text.contains("cannot be read"), "{text}");
+    assert!(text.contains("hologram_seen"), "{text}");
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert!(d.log_text().matches("cannot be read and is set aside").count() == 1, "{}", d.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_notification_server_does_not_hold_up_ready_and_polls_go_on() {
+    use std::os::unix::net::UnixDatagram;
+    let bus = TestBus::start();
+    let server = NotificationServer::start_hung(&bus, FULL_CAPS).await;
+    let s = desktop("1h").await;
+    for i in 0..30 {
+        insert_raw_event(
+            &s,
+            "device_appeared",
+            &format!(
+                r#"{{"kind":"device_appeared","name":"Old {i}","device_type":"Computer","spotify_id":null}}"#
+            ),
+        );
+    }
+    let sock_path = s.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let socket = sock_path.display().to_string();
+    let started = std::time::Instant::now();
+    let mut d = s.spawn_daemon(&[("DBUS_SESSION_BUS_ADDRESS", &bus.address), ("NOTIFY_SOCKET", &socket)]);
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 4096];
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(n) = sock.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1")
+            {
+                return Some(started.elapsed());
+            }
+        }
+        None
+    })
+    .await
+    .expect("join");
+    assert!(ready.is_some(), "no READY=1 within 10 s with 30 alerts pending and a hung server");
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 3, WAIT).await;
+    assert!(server.unanswered() >= 1, "the backlog did try the server");
+    assert!(
+        server.unanswered() <= 4,
+        "one bounded wait per round, not one per alert: {}",
+        server.unanswered()
+    );
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_longer_than_silent_after_gives_one_notice_and_one_recovery_event() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL_CAPS).await;
+    let s = desktop("2s").await;
+    s.spotify.set_devices(vec![fake::device("reviewed-0", "Reviewed laptop", "Computer", false)]);
+    // The first poll fails; backoff then waits at least 15 s, far past silent_after.
+    s.spotify.push_fault(Fault::Unavailable);
+    let mut d = s.spawn_daemon(&[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(n.summary, "spotguard is not watching default");
+    assert!(n.body.contains("has not been able to check default since"), "{}", n.body);
+    assert_eq!(n.urgency, Some(2), "critical");
+    s.wait_for_store("watching again", Duration::from_secs(60), |st| {
+        st.history(chrono::Utc::now() - chrono::Duration::hours(1), None, None, 50)
+            .expect("history")
+            .iter()
+            .any(|e| e.event.kind() == "watching_again")
+    })
+    .await;
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 3, WAIT).await;
+    let kinds: Vec<String> = s
+        .store()
+        .history(chrono::Utc::now() - chrono::Duration::hours(1), None, None, 50)
+        .expect("history")
+        .iter()
+        .map(|e| e.event.kind().to_string())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "not_watching").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "watching_again").count(), 1, "{kinds:?}");
+    assert_eq!(server.notifications().len(), 1, "the recovery is quiet: {:#?}", server.notifications());
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+}
+
+/// Root is needed to mount a small tmpfs; CI runs as root and must not skip.
+fn can_mount() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs the full-disk tests as root");
+    eprintln!("skipped: mounting a tmpfs needs root");
+    false
+}
+
+/// A small tmpfs over the sandbox's data dir (database and tokens), unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(s: &Sandbox) -> SmallDisk {
+        let dir = s.path().join("data");
+        let token = std::fs::read(dir.join("tokens/default.json")).ok();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mount tmpfs");
+        if let Some(token) = token {
+            std::fs::create_dir_all(dir.join("tokens")).expect("tokens dir");
+            std::fs::write(dir.join("tokens/default.json"), token).expect("token");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join("tokens/default.json"), std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
+        SmallDisk(dir)
+    }
+
+    /// Writes a filler file until the file system refuses.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let small = vec![0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_still_shows_the_intruder_and_says_nothing_is_recorded() {
+    if !can_mount() {
+        return;
+    }
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL_CAPS).await;
+    let mut s = Sandbox::new().await;
+    let disk = SmallDisk::mount(&s);
+    s.with_config(&format!("[notify]\ndesktop = true\n[alerts]\n{}\n", s.opener_line()));
+    s.seed_reviewed();
+    s.spotify.set_devices(vec![fake::device("reviewed-0", "Reviewed laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
+    s.wait_for_polls(2, WAIT).await;
+    // Empty the WAL so the next write must grow a file, then fill the disk.
+    let conn = rusqlite::Connection::open(s.db_path()).expect("open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpoint");
+    drop(conn);
+    disk.fill();
+    s.spotify.set_devices(vec![
+        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
+        fake::device("intruder", "Stranger", "Smartphone", false),
+    ]);
+    let shown = server.wait_for(2, WAIT).await;
+    let summaries: Vec<&str> = shown.iter().map(|n| n.summary.as_str()).collect();
+    assert!(summaries.contains(&"spotguard cannot record anything"), "{summaries:?}");
+    let alert =
+        shown.iter().find(|n| n.summary == "Unknown device on your Spotify account").expect("the alert");
+    assert!(alert.body.contains("Stranger"), "{}", alert.body);
+    assert!(!alert.action_keys().contains(&"trust".to_string()), "no Trust without a record");
+    // Polls go on, and the same intruder is not shown again at every poll.
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 3, WAIT).await;
+    assert_eq!(server.notifications().len(), 2, "{:#?}", server.notifications());
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_at_start_is_one_clear_sentence_and_a_failed_exit() {
+    if !can_mount() {
+        return;
+    }
+    let s = Sandbox::new().await;
+    let disk = SmallDisk::mount(&s);
+    disk.fill();
+    let out = s.run(&["run"]).await;
+    assert!(!out.status.success());
+    let err = common::sandbox::stderr(&out);
+    let db = s.db_path().display().to_string();
+    assert!(err.contains(&format!("cannot open the database {db}: its disk is full (")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    drop(disk);
+}

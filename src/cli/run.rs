@@ -22,6 +22,26 @@ impl Cmd {
     }
 }
 
+/// How long a daemon that cannot start for want of disk space waits before it exits, under a
+/// service manager: with `RestartSec=10`, restarts then stay inside the unit's start limit
+/// (5 in 300 s), so systemd keeps trying until there is room instead of giving up for good.
+const DISK_FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The daemon cannot start: on a full disk, under a service manager, say so in STATUS= and
+/// wait a while first (see [`DISK_FULL_WAIT`]); SIGTERM ends the wait. Returns the error.
+pub async fn cannot_start(e: anyhow::Error) -> anyhow::Error {
+    let full = e.chain().any(|c| matches!(c.downcast_ref(), Some(crate::store::StoreError::DiskFull { .. })));
+    if full && std::env::var_os("NOTIFY_SOCKET").is_some() {
+        crate::daemon::supervisor::status(&format!("{e:#}"));
+        tracing::error!("{e:#}; trying again in {}s", DISK_FULL_WAIT.as_secs() + 10);
+        tokio::select! {
+            _ = tokio::time::sleep(DISK_FULL_WAIT) => {}
+            _ = shutdown_signal() => {}
+        }
+    }
+    e
+}
+
 /// SIGTERM and SIGINT become [`Control::Shutdown`], SIGHUP [`Control::Reload`].
 #[cfg(unix)]
 fn forward_signals(tx: mpsc::Sender<Control>) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ pub mod poll;
 pub mod supervisor;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -221,6 +222,7 @@ struct Generation {
     stop: watch::Sender<bool>,
     loops: JoinSet<()>,
     housekeeping: tokio::task::JoinHandle<()>,
+    deliveries: tokio::task::JoinHandle<()>,
 }
 
 impl Generation {
@@ -242,10 +244,13 @@ impl Generation {
             ctx.config.notify.desktop.then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
         let dispatcher =
             Arc::new(Dispatcher::new(desktop, ctx.config.alerts.sign_out_url.as_str(), accounts.len() > 1));
-        // Alerts a previous run committed but did not get to show.
-        if let Err(e) = dispatcher.deliver_pending(&ctx.store).await {
-            tracing::error!("cannot deliver pending alerts: {e}");
-        }
+        let recording = Arc::new(RecordingState::default());
+        // Deliveries run in their own task, kicked after polls: a hung notification server
+        // then slows alerts down, never polls, READY or the watchdog. Its first round
+        // delivers what a previous run committed but did not get to show.
+        let kick = Arc::new(tokio::sync::Notify::new());
+        let deliveries =
+            tokio::spawn(deliveries(dispatcher.clone(), ctx.store.clone(), kick.clone(), recording.clone()));
         let housekeeping = tokio::spawn(prune_daily(ctx.clone()));
         let count = accounts.len();
         let wall: Arc<dyn crate::schedule::WallClock> = Arc::new(SystemClock);
@@ -261,10 +266,15 @@ impl Generation {
             "spotguard is watching, polling {schedule}"
         );
         for (account, clock) in accounts.into_iter().zip(clocks) {
-            let shared = Shared { dispatcher: dispatcher.clone(), liveness: liveness.clone() };
+            let shared = Shared {
+                dispatcher: dispatcher.clone(),
+                liveness: liveness.clone(),
+                recording: recording.clone(),
+                kick: kick.clone(),
+            };
             loops.spawn(account_loop(ctx.clone(), shared, account, clock, stop_rx.clone()));
         }
-        Ok(Generation { accounts: count, stop, loops, housekeeping })
+        Ok(Generation { accounts: count, stop, loops, housekeeping, deliveries })
     }
 
     /// Stops the loops and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
@@ -278,6 +288,8 @@ impl Generation {
             self.loops.shutdown().await;
         }
         self.housekeeping.abort();
+        // At-least-once: an alert cut off here is shown again by the next generation.
+        self.deliveries.abort();
     }
 }
 
@@ -302,6 +314,53 @@ async fn prune_daily(ctx: Context) {
 struct Shared {
     dispatcher: Arc<Dispatcher>,
     liveness: Arc<Liveness>,
+    recording: Arc<RecordingState>,
+    /// Wakes the delivery task: there are events in the outbox.
+    kick: Arc<tokio::sync::Notify>,
+}
+
+/// How long a delivery round that left events behind (a failing or hung server) waits before
+/// trying again, unless a new event comes first.
+const REDELIVER_AFTER: Duration = Duration::from_secs(30);
+
+/// The outbox's task: a round now, then one per kick, and one [`REDELIVER_AFTER`] a round
+/// that left events behind. While the database takes no writes it waits: a round could show
+/// an alert but not mark it shown, and would show it again and again (alerts come from
+/// memory meanwhile).
+async fn deliveries(
+    dispatcher: Arc<Dispatcher>,
+    store: SharedStore,
+    kick: Arc<tokio::sync::Notify>,
+    recording: Arc<RecordingState>,
+) {
+    loop {
+        let retry = if recording.failing.load(Ordering::Relaxed) {
+            true
+        } else {
+            match dispatcher.deliver_pending(&store).await {
+                Ok(done) => done.failed > 0,
+                Err(e) => {
+                    tracing::error!("cannot deliver alerts: {e}");
+                    true
+                }
+            }
+        };
+        if retry {
+            tokio::select! {
+                _ = kick.notified() => {}
+                _ = tokio::time::sleep(REDELIVER_AFTER) => {}
+            }
+        } else {
+            kick.notified().await;
+        }
+    }
+}
+
+/// Whether the database takes writes, shared by the account loops: the "nothing is being
+/// recorded" notice is given once per outage of the file, not once per account or poll.
+#[derive(Debug, Default)]
+struct RecordingState {
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -320,7 +379,12 @@ async fn account_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let session = ctx.session(&account.name);
-    let mut state = LoopState { lost: lost_login(&ctx, &session, &account).await, ..LoopState::default() };
+    let mut state = LoopState {
+        lost: lost_login(&ctx, &session, &account).await,
+        outage: Some((Instant::now(), Utc::now())),
+        check_recovery: true,
+        ..LoopState::default()
+    };
     // A wait Spotify asked for outlives restarts and reloads: polling early gets longer bans.
     let id = account.id;
     if let Ok(Some(until)) = ctx.store.call(move |s| s.retry_at(id)).await
@@ -348,6 +412,9 @@ async fn account_loop(
         if *stop.borrow() {
             break;
         }
+        if state.lost.is_none() {
+            tell_if_silent(&ctx, &shared, &account, &mut state).await;
+        }
         if wake == Wake::Recheck {
             continue;
         }
@@ -359,7 +426,7 @@ async fn account_loop(
             continue;
         }
         let _busy = shared.liveness.polling(&account.name);
-        poll_and_deliver(&ctx, &shared.dispatcher, &session, &account, &mut state).await;
+        poll_and_deliver(&ctx, &shared, &session, &account, &mut state).await;
     }
 }
 
@@ -369,11 +436,22 @@ struct LoopState {
     backoff: Backoff,
     /// The last failure's message: a repeat of it is not logged again.
     last_error: Option<String>,
-    /// A delivery failed last round: try the outbox again after the next poll.
-    redeliver: bool,
     /// Access is lost: the authorisation time of the dead login. Polling waits for a newer one.
     lost: Option<DateTime<Utc>>,
+    /// Since when no poll has succeeded: the last success, or this run's start. Measured on
+    /// the monotonic clock, which stands still in a suspend: a laptop's night is no outage.
+    outage: Option<(Instant, DateTime<Utc>)>,
+    /// The "not watching" notice was given for this outage.
+    told_silent: bool,
+    /// A success must end a told outage, which may have been told by an earlier run.
+    check_recovery: bool,
+    /// Alerts shown from memory while the database cannot be written, so that one intruder
+    /// is shown once, not at every poll (nothing records that it was alerted).
+    shown_unrecorded: std::collections::HashSet<String>,
 }
+
+/// Shown-from-memory alerts remembered at most; past it the memory starts again.
+const MAX_SHOWN_UNRECORDED: usize = 1000;
 
 /// At start: the dead login's authorisation time, if access was lost and no new login
 /// happened since (the token store still holds the old one).
@@ -431,13 +509,13 @@ const LOGIN_WARNING: chrono::Duration = chrono::Duration::days(7);
 
 async fn poll_and_deliver(
     ctx: &Context,
-    dispatcher: &Dispatcher,
+    shared: &Shared,
     session: &Session,
     account: &Account,
     state: &mut LoopState,
 ) {
     let policy = poll::policy(&ctx.config, &account.name);
-    let mut deliver = state.redeliver;
+    let mut deliver = false;
     match poll::poll_once(&ctx.client, session, &ctx.store, &policy, account, false).await {
         Ok(report) => {
             let ended = state.backoff.succeed();
@@ -457,6 +535,31 @@ async fn poll_and_deliver(
                 "polled"
             );
             deliver |= !report.event_ids.is_empty();
+            state.outage = None;
+            let told = std::mem::take(&mut state.told_silent);
+            if std::mem::take(&mut state.check_recovery) || told {
+                let id = account.id;
+                match ctx.store.call(move |s| s.watching_again(id, Utc::now())).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(account = %account.name, "watching again");
+                        deliver = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        state.check_recovery = true;
+                        tracing::error!("cannot record that polls work again: {e}");
+                    }
+                }
+            }
+            match &report.unrecorded {
+                Some(why) => not_recorded(shared, &account.name, &report, why, state).await,
+                None if shared.recording.failing.swap(false, Ordering::Relaxed) => {
+                    tracing::info!("the database takes writes again; recording resumes");
+                    state.shown_unrecorded.clear();
+                    shared.kick.notify_one();
+                }
+                None => state.shown_unrecorded.clear(),
+            }
             supervisor::status(&status_line(&account.name, &report));
             let (id, access) = (account.id, report.access.clone());
             if Utc::now() + LOGIN_WARNING >= access.login_expires_at {
@@ -486,6 +589,9 @@ async fn poll_and_deliver(
             );
         }
         Err(e) => {
+            if state.outage.is_none() {
+                state.outage = Some((Instant::now(), Utc::now()));
+            }
             let failure = e.failure();
             let wait = state.backoff.fail(failure, Instant::now(), fastrand::f64());
             if let Failure::RateLimited { .. } = failure {
@@ -526,13 +632,64 @@ async fn poll_and_deliver(
         }
     }
     if deliver {
-        match dispatcher.deliver_pending(&ctx.store).await {
-            Ok(done) => state.redeliver = done.failed > 0,
-            Err(e) => {
-                state.redeliver = true;
-                tracing::error!("cannot deliver alerts: {e}");
+        shared.kick.notify_one();
+    }
+}
+
+/// Gives the "not watching" notice once the account has gone `alerts.silent_after` without a
+/// successful poll (once per outage; the store remembers it across restarts).
+async fn tell_if_silent(ctx: &Context, shared: &Shared, account: &Account, state: &mut LoopState) {
+    let silent_after = ctx.config.alerts.silent_after.0;
+    let Some((began, since)) = state.outage else { return };
+    if silent_after.is_zero() || state.told_silent || began.elapsed() < silent_after {
+        return;
+    }
+    let reason = state.last_error.clone().unwrap_or_else(|| "no poll has finished yet".into());
+    let (id, text) = (account.id, reason.clone());
+    match ctx.store.call(move |s| s.not_watching(id, since, Utc::now(), &text)).await {
+        Ok(told) => {
+            state.told_silent = true;
+            tracing::error!(account = %account.name, "not watching: no successful poll since {since}: {reason}");
+            if told.is_some() {
+                shared.kick.notify_one();
             }
         }
+        Err(e) => {
+            // It cannot be recorded: say it from memory, once.
+            state.told_silent = true;
+            tracing::error!(account = %account.name, "not watching since {since}: {reason}; and cannot record it: {e}");
+            shared
+                .dispatcher
+                .deliver_now(&account.name, &[crate::event::Event::NotWatching { since, reason }])
+                .await;
+        }
+    }
+}
+
+/// A poll whose plan could not be written: its alerts are shown from memory (once each while
+/// the outage lasts), and the "nothing is being recorded" notice once per outage.
+async fn not_recorded(
+    shared: &Shared,
+    account: &str,
+    report: &poll::Report,
+    why: &str,
+    state: &mut LoopState,
+) {
+    let mut events = Vec::new();
+    if !shared.recording.failing.swap(true, Ordering::Relaxed) {
+        tracing::error!("the database cannot be written, so nothing is being recorded: {why}");
+        events.push(crate::event::Event::NotRecording { reason: why.to_string() });
+    }
+    if state.shown_unrecorded.len() > MAX_SHOWN_UNRECORDED {
+        state.shown_unrecorded.clear();
+    }
+    for planned in &report.plan.events {
+        if state.shown_unrecorded.insert(planned.event.describe()) {
+            events.push(planned.event.clone());
+        }
+    }
+    if !events.is_empty() {
+        shared.dispatcher.deliver_now(account, &events).await;
     }
 }
 

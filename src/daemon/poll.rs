@@ -71,6 +71,9 @@ pub struct Report {
     pub took: Duration,
     /// Ids of the events recorded; empty for a dry run.
     pub event_ids: Vec<i64>,
+    /// Why nothing of this poll could be recorded (a full disk, say): the plan's events must
+    /// then be shown from memory.
+    pub unrecorded: Option<String>,
     /// The login the poll used (for the "ends soon" warning).
     pub access: Access,
 }
@@ -129,8 +132,17 @@ pub async fn poll_once(
     let recording = if dry_run { Recording::DryRun } else { Recording::Record };
     // One blocking call, one transaction: read what is known, evaluate (pure), record.
     let (seen, rules) = (snapshot.clone(), policy.clone());
-    let (known, plan, event_ids) = store
+    let polled = store
         .call(move |s| s.poll(id, at, took, recording, |known| audit::evaluate(known, &seen, &rules, at)))
         .await?;
-    Ok(Report { snapshot, known, plan, at, took, event_ids, access })
+    Ok(Report {
+        snapshot,
+        known: polled.known,
+        plan: polled.plan,
+        at,
+        took,
+        event_ids: polled.ids,
+        unrecorded: polled.unrecorded.map(|e| e.to_string()),
+        access,
+    })
 }

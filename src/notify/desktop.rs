@@ -38,6 +38,10 @@ pub enum DesktopError {
     NoServer(String),
     #[error("the notification server failed: {0}")]
     Failed(String),
+    /// The server did not answer within the bound: it is probably hung, so the rest of a
+    /// round waits for the next one rather than for one timeout after another.
+    #[error("the notification server did not answer {0} within 5s")]
+    TimedOut(&'static str),
 }
 
 /// Shows alerts on the session bus and reports pressed buttons on a channel.
@@ -94,7 +98,7 @@ impl Desktop {
         };
         tokio::time::timeout(CALL_TIMEOUT, fut)
             .await
-            .unwrap_or_else(|_| Err(DesktopError::Failed("GetCapabilities timed out".into())))
+            .unwrap_or(Err(DesktopError::TimedOut("GetCapabilities")))
     }
 
     /// Shows `alert` and, if it has buttons, waits in the background for one to be pressed.
@@ -117,7 +121,7 @@ impl Desktop {
         }
         let handle = tokio::time::timeout(CALL_TIMEOUT, n.show_async())
             .await
-            .map_err(|_| DesktopError::Failed("Notify timed out".into()))?
+            .map_err(|_| DesktopError::TimedOut("Notify"))?
             .map_err(|e| DesktopError::Failed(one_line(&e)))?;
         #[cfg(all(unix, not(target_os = "macos")))]
         self.wait_for_click(handle, alert, about);

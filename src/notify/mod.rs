@@ -5,7 +5,11 @@
 //! in the instant between the server accepting it and that commit (at-least-once, on
 //! purpose: for a security alert a duplicate beats a loss). With no notification server
 //! (headless), it logs one warning and marks events delivered: they stay in the audit log.
-//! A failing server is retried on the next round, [`MAX_ATTEMPTS`] times at most.
+//! A failing server is retried on the next round, [`MAX_ATTEMPTS`] times at most. A round
+//! ends at the first timeout (a hung server costs one bounded wait per round, never one per
+//! alert), and what is left waits for the next round ([`Delivered::failed`] says so).
+//! When the database cannot be written, [`Dispatcher::deliver_now`] shows events straight
+//! from memory: a full disk must not hide an intruder.
 
 pub mod alert;
 pub mod desktop;
@@ -18,7 +22,7 @@ use chrono::Utc;
 pub use alert::{Alert, Capabilities, action, render};
 pub use desktop::{Desktop, DesktopError, Invoked};
 
-use crate::event::Urgency;
+use crate::event::{Event, Urgency};
 use crate::store::{SharedStore, StoreError, StoredEvent};
 use crate::text::{MAX_NAME_CHARS, clean};
 
@@ -47,6 +51,8 @@ pub struct Delivered {
     pub shown: usize,
     pub logged_only: usize,
     pub failed: usize,
+    /// The round ended early at a timeout; the rest wait for the next round.
+    pub stopped: bool,
 }
 
 impl Dispatcher {
@@ -70,10 +76,51 @@ impl Dispatcher {
             total.shown += done.shown;
             total.logged_only += done.logged_only;
             total.failed += done.failed;
-            if fetched < BATCH || done.shown + done.logged_only == 0 {
+            total.stopped |= done.stopped;
+            if done.stopped || fetched < BATCH || done.shown + done.logged_only == 0 {
                 return Ok(total);
             }
         }
+    }
+
+    /// Shows `events` of `account` straight from memory, for when they cannot be recorded.
+    /// No buttons that need a record (Trust); stops at the first timeout. Returns how many
+    /// were shown.
+    pub async fn deliver_now(&self, account: &str, events: &[Event]) -> usize {
+        let _round = self.round.lock().await;
+        let Some(desktop) = &self.desktop else { return 0 };
+        let caps = match Desktop::capabilities().await {
+            Ok(caps) => caps,
+            Err(e) => {
+                tracing::warn!("cannot show alerts that could not be recorded: {e}");
+                return 0;
+            }
+        };
+        let now = Utc::now();
+        let mut shown = 0;
+        for event in events {
+            tracing::info!(kind = event.kind(), account = %account, "{}", clean(&event.describe(), 4 * MAX_NAME_CHARS));
+            if event.urgency() == Urgency::Quiet {
+                continue;
+            }
+            let Some(mut alert) = render(event, now, account, self.name_accounts, &caps, &self.sign_out_url)
+            else {
+                continue;
+            };
+            alert.actions.retain(|(key, _)| *key != action::TRUST);
+            let about =
+                Invoked { event_id: 0, account: account.to_string(), device: None, action: String::new() };
+            match desktop.show(&alert, about).await {
+                Ok(()) => shown += 1,
+                Err(e) => {
+                    tracing::warn!("could not show an alert that could not be recorded: {e}");
+                    if matches!(e, DesktopError::TimedOut(_)) {
+                        break;
+                    }
+                }
+            }
+        }
+        shown
     }
 
     /// One batch; returns what it did and how many events it read.
@@ -139,6 +186,8 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     tracing::warn!(event = id, attempt = ev.attempts + 1, "could not show the alert: {e}");
+                    // A hung server: one bounded wait per round, the rest go next round.
+                    done.stopped = matches!(e, DesktopError::TimedOut(_));
                     false
                 }
             };
@@ -154,6 +203,9 @@ impl Dispatcher {
                         if last { s.mark_delivered(id, Utc::now()) } else { Ok(()) }
                     })
                     .await?;
+                if done.stopped {
+                    break;
+                }
             }
         }
         Ok((done, fetched))

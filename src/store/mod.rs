@@ -36,6 +36,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum StoreError {
     #[error("cannot open the database {path}: {source}")]
     Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "cannot open the database {path}: its disk is full ({} free); free some space and spotguard can start",
+        human_bytes(*free)
+    )]
+    DiskFull { path: PathBuf, free: u64 },
     #[error("cannot create the directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
     #[error(
@@ -48,6 +53,46 @@ pub enum StoreError {
     BadEvent { id: i64, reason: String },
     #[error("a database task stopped unexpectedly: {0}")]
     Task(String),
+}
+
+/// Below this much room a failing open is put down to a full disk.
+const FULL_BELOW: u64 = 1024 * 1024;
+
+/// The room left for an unprivileged writer on the file system that holds (or would hold)
+/// `path`: the nearest existing ancestor is asked.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = path.ancestors().skip(1).find(|d| d.exists())?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+impl StoreError {
+    /// Whether this is the file refusing writes (full, read-only, failing), as opposed to a
+    /// busy lock or a bad query: reads may still work.
+    pub fn is_write_failure(&self) -> bool {
+        let code = match self {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+            | StoreError::Open { source: rusqlite::Error::SqliteFailure(e, _), .. } => e.code,
+            StoreError::DiskFull { .. } => return true,
+            _ => return false,
+        };
+        matches!(
+            code,
+            rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+        )
+    }
 }
 
 /// The store's id of an account.
@@ -159,6 +204,17 @@ fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
+/// What [`Store::poll`] read, planned and wrote.
+#[derive(Debug)]
+pub struct Polled {
+    pub known: Known,
+    pub plan: Plan,
+    /// The new events' ids; empty for a dry run or when nothing could be written.
+    pub ids: Vec<i64>,
+    /// Why the plan could not be written, if it could not: nothing of this poll is recorded.
+    pub unrecorded: Option<StoreError>,
+}
+
 /// Whether a poll's plan is written ([`Store::poll`]): `check --dry-run`-style callers only look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recording {
@@ -168,7 +224,25 @@ pub enum Recording {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// A failure on a full disk says so, with the room left ([`StoreError::DiskFull`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_inner(path).map_err(|e| {
+            let full = matches!(
+                &e,
+                StoreError::Open { source: rusqlite::Error::SqliteFailure(f, _), .. }
+                    | StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DiskFull
+            );
+            match free_bytes(path) {
+                Some(free) if full || free < FULL_BELOW => {
+                    StoreError::DiskFull { path: path.to_path_buf(), free }
+                }
+                _ => e,
+            }
+        })
+    }
+
+    fn open_inner(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         }
@@ -246,29 +320,44 @@ impl Store {
     /// One poll, one transaction: reads what is known, lets `decide` (the pure audit rules)
     /// plan, and records the plan, under one IMMEDIATE transaction, so nothing can change
     /// between the read and the write and SQLite takes its locks once. With
-    /// [`Recording::DryRun`] nothing is written (a read transaction). Returns what was known,
-    /// the plan and the new events' ids.
+    /// [`Recording::DryRun`] nothing is written (a read transaction).
+    ///
+    /// When the plan cannot be written because the file cannot be (a full disk, an I/O
+    /// error, a read-only file), what is known is read again without writing and the plan
+    /// made from it is returned with [`Polled::unrecorded`] set: the caller still alerts from
+    /// memory. Only a failure to read is an error.
     pub fn poll(
         &mut self,
         account: AccountId,
         now: DateTime<Utc>,
         took: Duration,
         recording: Recording,
-        decide: impl FnOnce(&Known) -> Plan,
-    ) -> Result<(Known, Plan, Vec<i64>), StoreError> {
-        let behavior = match recording {
-            Recording::Record => rusqlite::TransactionBehavior::Immediate,
-            Recording::DryRun => rusqlite::TransactionBehavior::Deferred,
-        };
-        let tx = self.conn.transaction_with_behavior(behavior)?;
+        decide: impl Fn(&Known) -> Plan,
+    ) -> Result<Polled, StoreError> {
+        if recording == Recording::Record {
+            let bridge = self.bridge;
+            let attempt = (|| {
+                let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let known = load_known_on(&tx, account, now)?;
+                let plan = decide(&known);
+                let ids = record_poll_tx(&tx, account, now, took, &plan, bridge)?;
+                tx.commit()?;
+                Ok::<_, StoreError>(Polled { known, plan, ids, unrecorded: None })
+            })();
+            match attempt {
+                Err(e) if e.is_write_failure() => {
+                    let mut polled = self.poll(account, now, took, Recording::DryRun, decide)?;
+                    polled.unrecorded = Some(e);
+                    return Ok(polled);
+                }
+                other => return other,
+            }
+        }
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
         let known = load_known_on(&tx, account, now)?;
         let plan = decide(&known);
-        let ids = match recording {
-            Recording::Record => record_poll_tx(&tx, account, now, took, &plan, self.bridge)?,
-            Recording::DryRun => Vec::new(),
-        };
         tx.commit()?;
-        Ok((known, plan, ids))
+        Ok(Polled { known, plan, ids: Vec::new(), unrecorded: None })
     }
 
     /// Notes a failed poll. Presence and devices are left exactly as they were: a failed

@@ -26,10 +26,11 @@ fn policy() -> Policy {
 fn poll(store: &mut Store, account: AccountId, at: DateTime<Utc>, devices: Vec<Device>) -> Vec<i64> {
     let snapshot = Snapshot { devices, playback: None };
     let took = Duration::from_millis(3);
-    let (_, _, ids) = store
+    let polled = store
         .poll(account, at, took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), at))
         .expect("poll");
-    ids
+    assert!(polled.unrecorded.is_none());
+    polled.ids
 }
 
 fn count(store: &Store, table: &str) -> i64 {
@@ -394,19 +395,19 @@ fn a_dry_run_poll_plans_from_the_store_and_writes_nothing() {
     let account = store.account("default", t(0)).expect("account");
     let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None };
     let took = Duration::from_millis(3);
-    let (known, plan, ids) = store
+    let Polled { known, plan, ids, .. } = store
         .poll(account, t(1), took, Recording::DryRun, |known| evaluate(known, &snapshot, &policy(), t(1)))
         .expect("dry run");
     assert!(known.first_run && !plan.events.is_empty() && ids.is_empty());
     assert_eq!(count(&store, "devices"), 0, "a dry run writes nothing");
     assert_eq!(count(&store, "events"), 0);
     // The same poll recorded: the rules saw the same state, and it lands in one go.
-    let (known, _, ids) = store
+    let Polled { known, ids, .. } = store
         .poll(account, t(1), took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), t(1)))
         .expect("record");
     assert!(known.first_run && !ids.is_empty());
     assert_eq!(count(&store, "devices"), 1);
-    let (known, _, _) = store
+    let Polled { known, .. } = store
         .poll(account, t(2), took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), t(2)))
         .expect("again");
     assert!(!known.first_run, "the second poll sees what the first recorded");

@@ -232,6 +232,8 @@ struct Shared {
     rules: Mutex<HashMap<String, Vec<OwnedMatchRule>>>,
     /// Every `AddMatch` rule string per unique name, in order, never removed (for messages).
     added: Mutex<HashMap<String, Vec<String>>>,
+    /// `Notify` calls a hung server never answered.
+    unanswered: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,6 +251,8 @@ impl Shared {
 struct Interface {
     shared: Arc<Shared>,
     capabilities: Vec<String>,
+    /// A wedged server: `Notify` is counted, then never answered.
+    hung: bool,
 }
 
 #[zbus::interface(name = "org.freedesktop.Notifications")]
@@ -266,6 +270,10 @@ impl Interface {
         hints: HashMap<String, OwnedVariant>,
         expire_timeout: i32,
     ) -> u32 {
+        if self.hung {
+            self.shared.unanswered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
         let urgency = match hints.get("urgency").map(|v| &**v) {
             Some(Variant::U8(u)) => Some(*u),
             _ => None,
@@ -342,12 +350,27 @@ impl NotificationServer {
     ///
     /// Needs a tokio runtime; the server stops when this value is dropped.
     pub async fn start(bus: &TestBus, capabilities: &[&str]) -> NotificationServer {
+        NotificationServer::start_with(bus, capabilities, false).await
+    }
+
+    /// A server that answers `GetCapabilities` but never answers `Notify` (a wedged server).
+    pub async fn start_hung(bus: &TestBus, capabilities: &[&str]) -> NotificationServer {
+        NotificationServer::start_with(bus, capabilities, true).await
+    }
+
+    /// How many `Notify` calls a hung server has left unanswered.
+    pub fn unanswered(&self) -> usize {
+        self.shared.unanswered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn start_with(bus: &TestBus, capabilities: &[&str], hung: bool) -> NotificationServer {
         let shared = Arc::new(Shared::default());
         let monitor = start_monitor(bus, Arc::clone(&shared)).await;
 
         let interface = Interface {
             shared: Arc::clone(&shared),
             capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+            hung,
         };
         // zbus 6 reports an invalid address, path or name from build().
         let conn = zbus::connection::Builder::address(bus.address.as_str())
