@@ -20,8 +20,8 @@
 //! The alternative, alerting on every id rotation, buries the person in false alarms.
 //!
 //! # What cannot be seen
-//! The poller asks for playback only when a listed device is active (one request per idle
-//! poll). A restricted device that plays while missing from the device list is found only
+//! The poller asks for playback only when a listed device is active or one could not be
+//! read (one request per idle poll). A restricted device that plays while missing from the device list is found only
 //! when playback is fetched for another reason; the rules handle it then (see
 //! `observed_devices`), but the steady state does not look for it.
 //!
@@ -91,6 +91,9 @@ pub struct Snapshot {
     pub devices: Vec<Device>,
     /// `None`: nothing plays, or no device was active so playback was not asked for.
     pub playback: Option<Playback>,
+    /// Devices Spotify listed, or named as playing, that could not be read. Non-zero: a
+    /// device missing from `devices` may still be online, so its absence proves nothing.
+    pub skipped: usize,
 }
 
 /// The settings the rules depend on.
@@ -452,7 +455,7 @@ mod tests {
     }
 
     fn snap(devices: Vec<Device>) -> Snapshot {
-        Snapshot { devices, playback: None }
+        Snapshot { devices, playback: None, skipped: 0 }
     }
 
     fn kinds(plan: &Plan) -> Vec<&'static str> {
@@ -462,6 +465,7 @@ mod tests {
     fn playing(device: Device, track: &str) -> Playback {
         Playback {
             device: Some(device),
+            unreadable_device: false,
             is_playing: true,
             currently_playing_type: Some("track".into()),
             item: Some(crate::spotify::model::Item {
@@ -589,6 +593,7 @@ mod tests {
         let s = Snapshot {
             devices: vec![Device { is_active: true, ..d.clone() }],
             playback: Some(playing(d, "Song")),
+            skipped: 0,
         };
         let plan = evaluate(&Known::default(), &s, &policy(), t(0));
         assert_eq!(kinds(&plan), ["unknown_playing"]);
@@ -605,7 +610,7 @@ mod tests {
         let mut r = known(1, &["x"], "Speaker", "Speaker", false);
         r.alerted_at = Some(t(0));
         let d = dev(Some("x"), "Speaker", "Speaker");
-        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")) };
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0 };
         let k = Known { devices: vec![r.clone()], ..Known::default() };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(5))), ["unknown_playing"]);
         r.play_alerted_at = Some(t(5));
@@ -618,8 +623,12 @@ mod tests {
         let d = dev(Some("x"), "Speaker", "Speaker");
         let mut p = playing(d.clone(), "Song");
         p.is_playing = false;
-        let plan =
-            evaluate(&Known::default(), &Snapshot { devices: vec![d], playback: Some(p) }, &policy(), t(0));
+        let plan = evaluate(
+            &Known::default(),
+            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0 },
+            &policy(),
+            t(0),
+        );
         assert_eq!(kinds(&plan), ["device_appeared"]);
     }
 
@@ -627,7 +636,7 @@ mod tests {
     fn trusted_device_playing_is_quiet() {
         let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
         let d = dev(Some("a"), "Laptop", "Computer");
-        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")) };
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0 };
         assert!(evaluate(&k, &s, &policy(), t(0)).events.is_empty());
     }
 
@@ -638,6 +647,7 @@ mod tests {
         let s = Snapshot {
             devices: vec![dev(Some("a"), "Laptop", "Computer")],
             playback: Some(playing(hidden, "Song")),
+            skipped: 0,
         };
         let plan = evaluate(&k, &s, &policy(), t(0));
         assert_eq!(plan.seen.len(), 2);
@@ -650,8 +660,12 @@ mod tests {
         let d = Device { is_active: true, ..dev(Some("x"), "Speaker", "Speaker") };
         let mut p = playing(d.clone(), "Song");
         p.device = None;
-        let plan =
-            evaluate(&Known::default(), &Snapshot { devices: vec![d], playback: Some(p) }, &policy(), t(0));
+        let plan = evaluate(
+            &Known::default(),
+            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0 },
+            &policy(),
+            t(0),
+        );
         assert_eq!(kinds(&plan), ["unknown_playing"]);
     }
 
@@ -710,6 +724,7 @@ mod tests {
         let s = Snapshot {
             devices: vec![d.clone(), dev(Some("y"), "Laptop", "Computer")],
             playback: Some(playing(d, "Song")),
+            skipped: 0,
         };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(0))), ["unknown_playing", "first_run"]);
     }
@@ -751,7 +766,7 @@ mod tests {
         let rule = IgnoreRule { name: Some("Web Player*".into()), device_type: Some("computer".into()) };
         let p = Policy { ignore: vec![rule], ..policy() };
         let tab = Device { is_active: true, ..dev(Some("t1"), "Web Player (Firefox)", "Computer") };
-        let s = Snapshot { devices: vec![tab.clone()], playback: Some(playing(tab, "Song")) };
+        let s = Snapshot { devices: vec![tab.clone()], playback: Some(playing(tab, "Song")), skipped: 0 };
         let plan = evaluate(&Known::default(), &s, &p, t(0));
         assert!(plan.events.is_empty(), "not even playing: {:?}", plan.events);
         assert_eq!(plan.seen.len(), 1, "still recorded");

@@ -106,10 +106,10 @@ impl Cmd {
                 Err(e) => Err(e.to_string()),
             };
             match reached {
-                Ok(devices) => r.line(
+                Ok(list) => r.line(
                     Verdict::Pass,
                     &format!("Spotify API ({name})"),
-                    &format!("answered: {} device(s) online", devices.len()),
+                    &format!("answered: {} device(s) online", list.devices.len()),
                     None,
                 ),
                 Err(e) => r.line(

@@ -24,7 +24,7 @@ fn policy() -> Policy {
 
 /// One poll through the real rules and the real store.
 fn poll(store: &mut Store, account: AccountId, at: DateTime<Utc>, devices: Vec<Device>) -> Vec<i64> {
-    let snapshot = Snapshot { devices, playback: None };
+    let snapshot = Snapshot { devices, playback: None, skipped: 0 };
     let took = Duration::from_millis(3);
     let (_, _, ids) = store
         .poll(account, at, took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), at))
@@ -212,8 +212,12 @@ fn an_uncommitted_poll_leaves_nothing() {
     let (_d, mut store) = open();
     let a = store.account("default", t(0)).expect("account");
     let known = store.load_known(a, t(0)).expect("load");
-    let plan =
-        evaluate(&known, &Snapshot { devices: vec![dev("x", "Phone")], playback: None }, &policy(), t(0));
+    let plan = evaluate(
+        &known,
+        &Snapshot { devices: vec![dev("x", "Phone")], playback: None, skipped: 0 },
+        &policy(),
+        t(0),
+    );
     {
         let tx = store.conn.transaction().expect("tx");
         record_poll_tx(&tx, a, t(0), Duration::ZERO, &plan, DEFAULT_PRESENCE_BRIDGE).expect("write");
@@ -392,7 +396,7 @@ fn a_long_gap_between_polls_is_not_taken_as_presence() {
 fn a_dry_run_poll_plans_from_the_store_and_writes_nothing() {
     let (_dir, mut store) = open();
     let account = store.account("default", t(0)).expect("account");
-    let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None };
+    let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None, skipped: 0 };
     let took = Duration::from_millis(3);
     let (known, plan, ids) = store
         .poll(account, t(1), took, Recording::DryRun, |known| evaluate(known, &snapshot, &policy(), t(1)))
