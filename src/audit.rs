@@ -19,6 +19,15 @@
 //! online at once the copy cannot claim the record (rule 2) and is flagged as unknown.
 //! The alternative, alerting on every id rotation, buries the person in false alarms.
 //!
+//! # Absence is evidence only when every device was read
+//! Spotify's answer is read per device (`spotify::model`): a device that cannot be read is
+//! left out and counted in [`Snapshot::skipped`]. While that count is non-zero, a device
+//! missing from the snapshot may be the one that was skipped, so absence concludes nothing:
+//! no `sign_out_worked` for a noted device that is not seen, and the store (told through
+//! [`Plan::skipped`]) does not let such a poll end a presence interval: a device seen again
+//! after it continues the interval it had. The devices that were read are handled as always:
+//! a readable unknown device next to an unreadable one is still alerted.
+//!
 //! # What cannot be seen
 //! The poller asks for playback only when a listed device is active or one could not be
 //! read (one request per idle poll). A restricted device that plays while missing from the device list is found only
@@ -202,6 +211,9 @@ pub struct Plan {
     pub limit_alerted: bool,
     /// Follow-ups of "Sign out everywhere" that this poll settles.
     pub sign_outs: Vec<(DeviceKey, SignOutOutcome)>,
+    /// [`Snapshot::skipped`]: non-zero tells the store that devices not in `seen` may still be
+    /// online, so their presence must not be taken as ended.
+    pub skipped: usize,
 }
 
 impl Plan {
@@ -222,7 +234,7 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
     let due = |last: Option<DateTime<Utc>>| last.is_none_or(|t| now.signed_duration_since(t) >= realert);
     let playing_index = playing_index(snapshot, &observed);
 
-    let mut plan = Plan::default();
+    let mut plan = Plan { skipped: snapshot.skipped, ..Plan::default() };
     for (i, (device, target)) in observed.into_iter().zip(targets).enumerate() {
         let record = match target {
             Target::Known(key) => known.devices.iter().find(|d| d.key == key),
@@ -296,11 +308,13 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
     }
 
     // Follow up "Sign out everywhere": gone means it worked; still there after the grace
-    // period means a partner device, which sign-out does not cover.
+    // period means a partner device, which sign-out does not cover. Gone counts only when
+    // every device was read: a skipped one may be this one.
     let grace = chrono::Duration::from_std(SIGN_OUT_GRACE).unwrap_or(chrono::Duration::hours(1));
     for (r, (pressed, followed)) in known.devices.iter().filter_map(|r| Some((r, r.signout?))) {
         let here = plan.seen.iter().position(|s| s.target == Target::Known(r.key));
         match here {
+            None if snapshot.skipped > 0 => {}
             None => {
                 plan.sign_outs.push((r.key, SignOutOutcome::Worked));
                 plan.events.push(PlannedEvent {
@@ -749,6 +763,40 @@ mod tests {
         let plan = evaluate(&k, &snap(vec![]), &policy(), t(5));
         assert_eq!(kinds(&plan), ["sign_out_worked"]);
         assert_eq!(plan.sign_outs, [(1, SignOutOutcome::Worked)]);
+    }
+
+    #[test]
+    fn a_poll_that_skipped_a_device_is_no_evidence_that_a_signed_out_device_left() {
+        let mut r = known(1, &["x"], "Speaker", "Speaker", false);
+        r.alerted_at = Some(t(0));
+        r.signout = Some((t(0), false));
+        let k = Known { devices: vec![r], ..Known::default() };
+        // The noted device is missing, but one device could not be read: it may be that one.
+        let partial = Snapshot { devices: vec![dev(Some("n"), "New", "Tablet")], playback: None, skipped: 1 };
+        let plan = evaluate(&k, &partial, &policy(), t(5));
+        assert!(plan.sign_outs.is_empty(), "{:?}", plan.sign_outs);
+        assert_eq!(kinds(&plan), ["device_appeared"], "the device that was read is still alerted");
+        assert_eq!(plan.skipped, 1, "the store is told too");
+        // After an hour, still not seen in partial polls: no partner-device notice either.
+        assert!(
+            evaluate(&k, &Snapshot { skipped: 2, ..Snapshot::default() }, &policy(), t(90)).events.is_empty()
+        );
+        // The same poll with every device read: gone, it worked.
+        let full = Snapshot { skipped: 0, ..partial };
+        let plan = evaluate(&k, &full, &policy(), t(5));
+        assert_eq!(kinds(&plan), ["device_appeared", "sign_out_worked"]);
+        assert_eq!(plan.sign_outs, [(1, SignOutOutcome::Worked)]);
+    }
+
+    #[test]
+    fn a_noted_device_that_was_read_is_followed_up_even_when_another_was_skipped() {
+        let mut r = known(1, &["x"], "Speaker", "Speaker", false);
+        r.alerted_at = Some(t(0));
+        r.signout = Some((t(0), false));
+        let k = Known { devices: vec![r], ..Known::default() };
+        let s = Snapshot { devices: vec![dev(Some("x"), "Speaker", "Speaker")], playback: None, skipped: 1 };
+        let plan = evaluate(&k, &s, &policy(), t(61));
+        assert_eq!(kinds(&plan), ["still_online_after_sign_out"], "being seen is evidence either way");
     }
 
     #[test]
