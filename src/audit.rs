@@ -19,9 +19,18 @@
 //! online at once the copy cannot claim the record (rule 2) and is flagged as unknown.
 //! The alternative, alerting on every id rotation, buries the person in false alarms.
 //!
+//! # Absence is evidence only when every device was read
+//! Spotify's answer is read per device (`spotify::model`): a device that cannot be read is
+//! left out and counted in [`Snapshot::skipped`]. While that count is non-zero, a device
+//! missing from the snapshot may be the one that was skipped, so absence concludes nothing:
+//! no `sign_out_worked` for a noted device that is not seen, and the store (told through
+//! [`Plan::skipped`]) does not let such a poll end a presence interval: a device seen again
+//! after it continues the interval it had. The devices that were read are handled as always:
+//! a readable unknown device next to an unreadable one is still alerted.
+//!
 //! # What cannot be seen
-//! The poller asks for playback only when a listed device is active (one request per idle
-//! poll). A restricted device that plays while missing from the device list is found only
+//! The poller asks for playback only when a listed device is active or one could not be
+//! read (one request per idle poll). A restricted device that plays while missing from the device list is found only
 //! when playback is fetched for another reason; the rules handle it then (see
 //! `observed_devices`), but the steady state does not look for it.
 //!
@@ -91,6 +100,9 @@ pub struct Snapshot {
     pub devices: Vec<Device>,
     /// `None`: nothing plays, or no device was active so playback was not asked for.
     pub playback: Option<Playback>,
+    /// Devices Spotify listed, or named as playing, that could not be read. Non-zero: a
+    /// device missing from `devices` may still be online, so its absence proves nothing.
+    pub skipped: usize,
 }
 
 /// The settings the rules depend on.
@@ -199,6 +211,9 @@ pub struct Plan {
     pub limit_alerted: bool,
     /// Follow-ups of "Sign out everywhere" that this poll settles.
     pub sign_outs: Vec<(DeviceKey, SignOutOutcome)>,
+    /// [`Snapshot::skipped`]: non-zero tells the store that devices not in `seen` may still be
+    /// online, so their presence must not be taken as ended.
+    pub skipped: usize,
 }
 
 impl Plan {
@@ -219,7 +234,7 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
     let due = |last: Option<DateTime<Utc>>| last.is_none_or(|t| now.signed_duration_since(t) >= realert);
     let playing_index = playing_index(snapshot, &observed);
 
-    let mut plan = Plan::default();
+    let mut plan = Plan { skipped: snapshot.skipped, ..Plan::default() };
     for (i, (device, target)) in observed.into_iter().zip(targets).enumerate() {
         let record = match target {
             Target::Known(key) => known.devices.iter().find(|d| d.key == key),
@@ -293,11 +308,13 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
     }
 
     // Follow up "Sign out everywhere": gone means it worked; still there after the grace
-    // period means a partner device, which sign-out does not cover.
+    // period means a partner device, which sign-out does not cover. Gone counts only when
+    // every device was read: a skipped one may be this one.
     let grace = chrono::Duration::from_std(SIGN_OUT_GRACE).unwrap_or(chrono::Duration::hours(1));
     for (r, (pressed, followed)) in known.devices.iter().filter_map(|r| Some((r, r.signout?))) {
         let here = plan.seen.iter().position(|s| s.target == Target::Known(r.key));
         match here {
+            None if snapshot.skipped > 0 => {}
             None => {
                 plan.sign_outs.push((r.key, SignOutOutcome::Worked));
                 plan.events.push(PlannedEvent {
@@ -452,7 +469,7 @@ mod tests {
     }
 
     fn snap(devices: Vec<Device>) -> Snapshot {
-        Snapshot { devices, playback: None }
+        Snapshot { devices, playback: None, skipped: 0 }
     }
 
     fn kinds(plan: &Plan) -> Vec<&'static str> {
@@ -462,6 +479,7 @@ mod tests {
     fn playing(device: Device, track: &str) -> Playback {
         Playback {
             device: Some(device),
+            unreadable_device: false,
             is_playing: true,
             currently_playing_type: Some("track".into()),
             item: Some(crate::spotify::model::Item {
@@ -589,6 +607,7 @@ mod tests {
         let s = Snapshot {
             devices: vec![Device { is_active: true, ..d.clone() }],
             playback: Some(playing(d, "Song")),
+            skipped: 0,
         };
         let plan = evaluate(&Known::default(), &s, &policy(), t(0));
         assert_eq!(kinds(&plan), ["unknown_playing"]);
@@ -605,7 +624,7 @@ mod tests {
         let mut r = known(1, &["x"], "Speaker", "Speaker", false);
         r.alerted_at = Some(t(0));
         let d = dev(Some("x"), "Speaker", "Speaker");
-        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")) };
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0 };
         let k = Known { devices: vec![r.clone()], ..Known::default() };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(5))), ["unknown_playing"]);
         r.play_alerted_at = Some(t(5));
@@ -618,8 +637,12 @@ mod tests {
         let d = dev(Some("x"), "Speaker", "Speaker");
         let mut p = playing(d.clone(), "Song");
         p.is_playing = false;
-        let plan =
-            evaluate(&Known::default(), &Snapshot { devices: vec![d], playback: Some(p) }, &policy(), t(0));
+        let plan = evaluate(
+            &Known::default(),
+            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0 },
+            &policy(),
+            t(0),
+        );
         assert_eq!(kinds(&plan), ["device_appeared"]);
     }
 
@@ -627,7 +650,7 @@ mod tests {
     fn trusted_device_playing_is_quiet() {
         let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
         let d = dev(Some("a"), "Laptop", "Computer");
-        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")) };
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0 };
         assert!(evaluate(&k, &s, &policy(), t(0)).events.is_empty());
     }
 
@@ -638,6 +661,7 @@ mod tests {
         let s = Snapshot {
             devices: vec![dev(Some("a"), "Laptop", "Computer")],
             playback: Some(playing(hidden, "Song")),
+            skipped: 0,
         };
         let plan = evaluate(&k, &s, &policy(), t(0));
         assert_eq!(plan.seen.len(), 2);
@@ -650,8 +674,12 @@ mod tests {
         let d = Device { is_active: true, ..dev(Some("x"), "Speaker", "Speaker") };
         let mut p = playing(d.clone(), "Song");
         p.device = None;
-        let plan =
-            evaluate(&Known::default(), &Snapshot { devices: vec![d], playback: Some(p) }, &policy(), t(0));
+        let plan = evaluate(
+            &Known::default(),
+            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0 },
+            &policy(),
+            t(0),
+        );
         assert_eq!(kinds(&plan), ["unknown_playing"]);
     }
 
@@ -710,6 +738,7 @@ mod tests {
         let s = Snapshot {
             devices: vec![d.clone(), dev(Some("y"), "Laptop", "Computer")],
             playback: Some(playing(d, "Song")),
+            skipped: 0,
         };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(0))), ["unknown_playing", "first_run"]);
     }
@@ -737,6 +766,40 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_that_skipped_a_device_is_no_evidence_that_a_signed_out_device_left() {
+        let mut r = known(1, &["x"], "Speaker", "Speaker", false);
+        r.alerted_at = Some(t(0));
+        r.signout = Some((t(0), false));
+        let k = Known { devices: vec![r], ..Known::default() };
+        // The noted device is missing, but one device could not be read: it may be that one.
+        let partial = Snapshot { devices: vec![dev(Some("n"), "New", "Tablet")], playback: None, skipped: 1 };
+        let plan = evaluate(&k, &partial, &policy(), t(5));
+        assert!(plan.sign_outs.is_empty(), "{:?}", plan.sign_outs);
+        assert_eq!(kinds(&plan), ["device_appeared"], "the device that was read is still alerted");
+        assert_eq!(plan.skipped, 1, "the store is told too");
+        // After an hour, still not seen in partial polls: no partner-device notice either.
+        assert!(
+            evaluate(&k, &Snapshot { skipped: 2, ..Snapshot::default() }, &policy(), t(90)).events.is_empty()
+        );
+        // The same poll with every device read: gone, it worked.
+        let full = Snapshot { skipped: 0, ..partial };
+        let plan = evaluate(&k, &full, &policy(), t(5));
+        assert_eq!(kinds(&plan), ["device_appeared", "sign_out_worked"]);
+        assert_eq!(plan.sign_outs, [(1, SignOutOutcome::Worked)]);
+    }
+
+    #[test]
+    fn a_noted_device_that_was_read_is_followed_up_even_when_another_was_skipped() {
+        let mut r = known(1, &["x"], "Speaker", "Speaker", false);
+        r.alerted_at = Some(t(0));
+        r.signout = Some((t(0), false));
+        let k = Known { devices: vec![r], ..Known::default() };
+        let s = Snapshot { devices: vec![dev(Some("x"), "Speaker", "Speaker")], playback: None, skipped: 1 };
+        let plan = evaluate(&k, &s, &policy(), t(61));
+        assert_eq!(kinds(&plan), ["still_online_after_sign_out"], "being seen is evidence either way");
+    }
+
+    #[test]
     fn glob_patterns() {
         assert!(glob("web player*", "web player (chrome)"));
         assert!(glob("*phone", "my phone"));
@@ -751,7 +814,7 @@ mod tests {
         let rule = IgnoreRule { name: Some("Web Player*".into()), device_type: Some("computer".into()) };
         let p = Policy { ignore: vec![rule], ..policy() };
         let tab = Device { is_active: true, ..dev(Some("t1"), "Web Player (Firefox)", "Computer") };
-        let s = Snapshot { devices: vec![tab.clone()], playback: Some(playing(tab, "Song")) };
+        let s = Snapshot { devices: vec![tab.clone()], playback: Some(playing(tab, "Song")), skipped: 0 };
         let plan = evaluate(&Known::default(), &s, &p, t(0));
         assert!(plan.events.is_empty(), "not even playing: {:?}", plan.events);
         assert_eq!(plan.seen.len(), 1, "still recorded");

@@ -32,6 +32,26 @@ async fn check_exits_3_on_untrusted_and_0_once_trusted() {
     assert!(stderr(&out).contains("no device matches"), "{}", stderr(&out));
 }
 
+/// A device that cannot be read may be an untrusted one: `check` says so and does not pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_does_not_pass_while_a_device_cannot_be_read() {
+    let s = Sandbox::new().await;
+    s.seed_reviewed();
+    let mut odd = laptop();
+    odd["type"] = serde_json::json!(["Computer"]);
+    s.spotify.set_devices(vec![fake::device("reviewed-0", "Reviewed laptop", "Computer", false), odd]);
+    let out = s.run(&["check", "--json"]).await;
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("check --json is JSON");
+    assert_eq!(json["devices"].as_array().map(Vec::len), Some(1), "the readable one is listed");
+    assert_eq!(json["devices"][0]["trusted"], true);
+    assert_eq!(json["unreadable"], 1);
+    assert_eq!(json["all_trusted"], false);
+    assert!(stderr(&out).contains("devices[1]: `type` is a list; the device is skipped"), "{}", stderr(&out));
+    let out = s.run(&["check"]).await;
+    assert!(stdout(&out).contains("1 more device(s) that could not be read"), "{}", stdout(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_records_devices_then_trust_makes_check_pass() {
     let s = Sandbox::new().await;

@@ -1,11 +1,14 @@
 //! `spotguard run` as a process against the fake Spotify: request economy, faults and
-//! backoff, failed polls that are not evidence, signals, and secrets kept out of logs.
+//! backoff, failed polls that are not evidence, answers read device by device, signals, and
+//! secrets kept out of logs.
 
 mod common;
 
 use std::time::Duration;
 
+use common::dbus::{NotificationServer, TestBus};
 use common::sandbox::{Sandbox, TOKEN};
+use serde_json::json;
 use spotguard::fake::{self, Fault};
 use spotguard::store::Store;
 
@@ -66,6 +69,62 @@ async fn a_failed_poll_is_not_evidence_and_logs_once() {
     assert!(d.wait(Duration::from_secs(10)).await.success(), "SIGINT exits cleanly too");
     let log = d.log_text();
     assert_eq!(log.matches("poll failed").count(), 1, "one warning, not one per tick:\n{log}");
+}
+
+/// Regression (issue 10): one device with a field of the wrong type made the whole answer
+/// Malformed, and the daemon backed off for good, silently. Now that device is left out (and
+/// said once in the log), the readable unknown device next to it reaches the notification
+/// server, and polling goes on at its pace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_with_a_wrong_typed_field_still_alerts_for_the_other_device() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, &["actions", "body"]).await;
+    let mut s = Sandbox::new().await;
+    s.with_config("[notify]\ndesktop = true\n");
+    s.seed_reviewed();
+    let mut odd = fake::device("odd-1", "Odd speaker", "Speaker", false);
+    odd["name"] = json!({"a": 1});
+    s.spotify.set_devices(vec![odd, fake::device("b", "Stranger", "Smartphone", false)]);
+    let mut d = s.spawn_daemon(&[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
+
+    let n = server.wait_for(1, Duration::from_secs(15)).await.remove(0);
+    assert_eq!(n.summary, "Unknown device on your Spotify account");
+    assert!(n.body.contains("Stranger"), "{}", n.body);
+    // Polls every second, no backoff (which waits 15 s at least after a failure).
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 3, Duration::from_secs(8)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+
+    assert_eq!(server.notifications().len(), 1, "nothing about the unreadable one, no repeat");
+    let st = s.store();
+    let status = &st.account_status().expect("status")[0];
+    assert_eq!(status.last_error, None, "no poll failed: {status:?}");
+    let account = st.find_account("default").expect("read").expect("account");
+    let names: Vec<String> =
+        st.devices(account, false).expect("devices").into_iter().map(|d| d.name).collect();
+    assert_eq!(names.len(), 2, "the reviewed one and the stranger, nothing made up: {names:?}");
+    let log = d.log_text();
+    assert!(!log.contains("poll failed"), "{log}");
+    assert_eq!(log.matches("cannot be read").count(), 1, "said once, not per poll:\n{log}");
+    assert!(log.contains("devices[0]: `name` is an object; the device is skipped"), "{log}");
+}
+
+/// Issue 10's own example: `"is_active": 1` is read as active, so what plays is asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn is_active_as_the_number_1_is_read_as_active() {
+    let s = Sandbox::new().await;
+    let mut laptop = fake::device("a", "Laptop", "Computer", false);
+    laptop["is_active"] = json!(1);
+    s.spotify.set_devices(vec![laptop]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("first poll", Duration::from_secs(10), |st| count(st, "devices") == 1).await;
+    s.wait_for_polls(2, Duration::from_secs(10)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    assert!(s.spotify.request_count(PLAYER) >= 1, "active: playback asked\n{}", d.log_text());
+    let status = &s.store().account_status().expect("status")[0];
+    assert_eq!(status.last_error, None, "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,8 +309,6 @@ async fn polling_goes_on_after_the_wall_clock_jumps_either_way() {
 }
 
 // ---- Never silent: when spotguard cannot watch, the person hears about it. ----
-
-use common::dbus::{NotificationServer, TestBus};
 
 const FULL_CAPS: &[&str] = &["actions", "body", "body-markup", "body-hyperlinks"];
 const WAIT: Duration = Duration::from_secs(15);

@@ -38,8 +38,11 @@ struct Out {
     account: String,
     at: chrono::DateTime<chrono::Utc>,
     devices: Vec<DeviceOut>,
+    /// Devices Spotify listed that could not be read (the log says what was wrong).
+    unreadable: usize,
     playing: Option<String>,
     would_alert: Vec<Event>,
+    /// Every device online is trusted: false while one could not be read, since it may not be.
     all_trusted: bool,
 }
 
@@ -71,6 +74,7 @@ impl Cmd {
                     trusted: trusted(s.target),
                 })
                 .collect(),
+            unreadable: report.snapshot.skipped,
             playing: report.snapshot.playback.as_ref().filter(|p| p.is_playing).map(|p| p.describe()),
             would_alert: report
                 .plan
@@ -79,7 +83,7 @@ impl Cmd {
                 .map(|e| e.event.clone())
                 .filter(|e| e.urgency() > crate::event::Urgency::Quiet)
                 .collect(),
-            all_trusted: report.plan.all_trusted(&report.known),
+            all_trusted: report.plan.all_trusted(&report.known) && report.snapshot.skipped == 0,
         };
         if self.json {
             println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
@@ -102,6 +106,9 @@ fn print_text(out: &Out) {
         };
         let active = if d.is_active { ", active" } else { "" };
         println!("  {} ({}{active}): {mark}", name(&d.name), name(&d.kind));
+    }
+    if out.unreadable > 0 {
+        println!("  {} more device(s) that could not be read: NOT KNOWN TO BE TRUSTED", out.unreadable);
     }
     if let Some(p) = &out.playing {
         println!("Playing: {}", name(p));

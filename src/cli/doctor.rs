@@ -106,10 +106,20 @@ impl Cmd {
                 Err(e) => Err(e.to_string()),
             };
             match reached {
-                Ok(devices) => r.line(
+                Ok(list) if list.skipped > 0 => r.line(
+                    Verdict::Warn,
+                    &format!("Spotify API ({name})"),
+                    &format!(
+                        "answered: {} device(s) online, {} more that could not be read",
+                        list.devices.len(),
+                        list.skipped
+                    ),
+                    Some("the log names the field; such a device is left out of each poll"),
+                ),
+                Ok(list) => r.line(
                     Verdict::Pass,
                     &format!("Spotify API ({name})"),
-                    &format!("answered: {} device(s) online", devices.len()),
+                    &format!("answered: {} device(s) online", list.devices.len()),
                     None,
                 ),
                 Err(e) => r.line(

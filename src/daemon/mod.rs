@@ -485,7 +485,8 @@ async fn relogged(ctx: &Context, session: &Session, account: &Account, state: &m
     }
 }
 
-/// The STATUS= line after a poll: "default: last poll 12:00:03, 3 devices, all trusted".
+/// The STATUS= line after a poll: "default: last poll 12:00:03, 3 devices, all trusted", and
+/// ", 1 unreadable" when Spotify listed devices that could not be read.
 fn status_line(account: &str, report: &poll::Report) -> String {
     let unknown = report
         .plan
@@ -497,8 +498,12 @@ fn status_line(account: &str, report: &poll::Report) -> String {
         })
         .count();
     let verdict = if unknown == 0 { "all trusted".to_string() } else { format!("{unknown} not trusted") };
+    let unreadable = match report.snapshot.skipped {
+        0 => String::new(),
+        n => format!(", {n} unreadable"),
+    };
     format!(
-        "{account}: last poll {}, {} device(s), {verdict}",
+        "{account}: last poll {}, {} device(s), {verdict}{unreadable}",
         report.at.with_timezone(&chrono::Local).format("%H:%M:%S"),
         report.plan.seen.len()
     )
@@ -530,6 +535,7 @@ async fn poll_and_deliver(
             tracing::debug!(
                 account = %account.name,
                 devices = report.plan.seen.len(),
+                unreadable = report.snapshot.skipped,
                 events = report.event_ids.len(),
                 took_ms = report.took.as_millis() as u64,
                 "polled"

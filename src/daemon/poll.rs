@@ -1,11 +1,13 @@
 //! One poll of one account: fetch, load what is known, apply the rules, record.
 //!
 //! The steady state costs one request: `/me/player/devices`, and `/me/player` only when a
-//! device is active. Any failure, including one in the second request, fails the whole poll
-//! before anything is written: a failed or partial poll is never evidence, so it yields no
-//! event and leaves presence as it was. Tokens come from the account's [`Session`], which
-//! refreshes them before they expire; a 401 gets one refresh (or the newer stored token) and
-//! one retry.
+//! device is active (or one could not be read, since it may be the active one). Any failure,
+//! including one in the second request, fails the whole poll before anything is written: a
+//! failed or partial poll is never evidence, so it yields no event and leaves presence as it
+//! was. A listed device that cannot be read does not fail the poll: it is left out and
+//! counted in [`Snapshot::skipped`], and no absence is taken as evidence while that is
+//! non-zero. Tokens come from the account's [`Session`], which refreshes them before they
+//! expire; a 401 gets one refresh (or the newer stored token) and one retry.
 
 use std::time::{Duration, Instant};
 
@@ -91,13 +93,16 @@ pub fn policy(config: &Config, account: &str) -> Policy {
 /// Fetches what Spotify shows for the session's account now.
 pub async fn fetch(client: &Client, session: &Session) -> Result<(Snapshot, Access), PollError> {
     let mut access = session.access().await?;
-    let devices = with_token(session, &mut access, |t| async move { client.devices(&t).await }).await?;
-    let playback = if devices.iter().any(|d| d.is_active) {
+    let list = with_token(session, &mut access, |t| async move { client.devices(&t).await }).await?;
+    // A device that could not be read may be the active one: ask what plays then too (one
+    // more request per poll, only while Spotify lists something unreadable).
+    let playback = if list.skipped > 0 || list.devices.iter().any(|d| d.is_active) {
         with_token(session, &mut access, |t| async move { client.playback(&t).await }).await?
     } else {
         None
     };
-    Ok((Snapshot { devices, playback }, access))
+    let skipped = list.skipped + usize::from(playback.as_ref().is_some_and(|p| p.unreadable_device));
+    Ok((Snapshot { devices: list.devices, playback, skipped }, access))
 }
 
 /// Runs `call` with the access token; after a 401, once more with a refreshed one.

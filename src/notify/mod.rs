@@ -249,9 +249,10 @@ mod tests {
                     ..Device::default()
                 };
                 // A reviewed account, then 120 strangers at once: 120 alerts.
-                let reviewed = Snapshot { devices: vec![dev(0)], playback: None };
+                let reviewed = Snapshot { devices: vec![dev(0)], playback: None, skipped: 0 };
                 s.poll(a, now, Duration::ZERO, Recording::Record, |k| evaluate(k, &reviewed, &policy, now))?;
-                let strangers = Snapshot { devices: (1..=120).map(dev).collect(), playback: None };
+                let strangers =
+                    Snapshot { devices: (1..=120).map(dev).collect(), playback: None, skipped: 0 };
                 s.poll(a, now, Duration::ZERO, Recording::Record, |k| evaluate(k, &strangers, &policy, now))?;
                 Ok(())
             })

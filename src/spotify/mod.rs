@@ -6,15 +6,22 @@
 //! timeouts, 202), or distrust the answer (malformed, too large). This module never retries
 //! and never sleeps: the daemon owns backoff, so that a failing poll costs one request.
 //! Access tokens pass through here and must never appear in an error or a log field.
+//!
+//! Answers are read per device ([`model`]): a device that cannot be read is skipped and
+//! counted, never a reason to fail the poll. Each distinct kind of problem is logged once
+//! per client (a small bounded set shared by its clones), not on every poll.
 
 pub mod model;
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::{StatusCode, header};
 use serde::Deserialize;
+use serde_json::Value;
 
-pub use model::{Device, DeviceList, Playback, User};
+pub use model::{Device, DeviceList, Playback, Problem, User};
 
 use crate::auth::Secret;
 
@@ -24,6 +31,9 @@ pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one whole request, so a hung server cannot hold a poll (and shutdown) forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Distinct kinds of answer problems remembered as already logged. The kinds are few (a
+/// place, a field and a JSON kind, all from `model`); the bound only keeps memory fixed.
+const MAX_LOGGED_PROBLEMS: usize = 64;
 
 /// What a Web API call can end in, sorted by what the caller must do.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +98,8 @@ struct ErrorObject {
 pub struct Client {
     http: reqwest::Client,
     api_base: String,
+    /// Answer problems already logged, so an odd device is reported once, not every poll.
+    logged: Arc<ProblemLog>,
 }
 
 impl Client {
@@ -124,7 +136,11 @@ impl Client {
         let http = http
             .build()
             .map_err(|e| SpotifyError::Network { base: api_base.to_string(), reason: e.to_string() })?;
-        Ok(Client { http, api_base: api_base.trim_end_matches('/').to_string() })
+        Ok(Client {
+            http,
+            api_base: api_base.trim_end_matches('/').to_string(),
+            logged: Arc::new(ProblemLog::default()),
+        })
     }
 
     /// The pooled HTTP client (no redirects, bounded), shared with the Accounts service.
@@ -132,14 +148,15 @@ impl Client {
         &self.http
     }
 
-    /// GET /me/player/devices: the Connect devices online for the account.
+    /// GET /me/player/devices: the Connect devices online for the account, and how many
+    /// listed devices could not be read.
     #[tracing::instrument(skip_all, level = "debug")]
-    pub async fn devices(&self, token: &Secret) -> Result<Vec<Device>, SpotifyError> {
+    pub async fn devices(&self, token: &Secret) -> Result<DeviceList, SpotifyError> {
         let endpoint = "/me/player/devices";
         match self.get(endpoint, token).await? {
-            Some(body) => parse::<DeviceList>(endpoint, &body).map(|l| l.devices),
+            Some(body) => self.read(endpoint, &body, DeviceList::read),
             // Not documented for this endpoint, but harmless to read as "none".
-            None => Ok(Vec::new()),
+            None => Ok(DeviceList::default()),
         }
     }
 
@@ -148,7 +165,7 @@ impl Client {
     pub async fn playback(&self, token: &Secret) -> Result<Option<Playback>, SpotifyError> {
         let endpoint = "/me/player?additional_types=track,episode";
         match self.get(endpoint, token).await? {
-            Some(body) => parse::<Playback>("/me/player", &body).map(Some),
+            Some(body) => self.read("/me/player", &body, Playback::read).map(Some),
             None => Ok(None),
         }
     }
@@ -233,6 +250,64 @@ async fn read_capped(mut response: reqwest::Response, _endpoint: &str) -> Result
 
 fn parse<T: serde::de::DeserializeOwned>(endpoint: &'static str, body: &[u8]) -> Result<T, SpotifyError> {
     serde_json::from_slice(body).map_err(|e| SpotifyError::Malformed { endpoint, reason: e.to_string() })
+}
+
+impl Client {
+    /// Reads a JSON answer with a tolerant `model` reader and logs what it could not read.
+    /// Only JSON that does not parse, or a shape `read` refuses, is [`SpotifyError::Malformed`].
+    fn read<T>(
+        &self,
+        endpoint: &'static str,
+        body: &[u8],
+        read: impl FnOnce(&Value, &mut Vec<Problem>) -> Result<T, String>,
+    ) -> Result<T, SpotifyError> {
+        let answer: Value = parse(endpoint, body)?;
+        let mut problems = Vec::new();
+        let read =
+            read(&answer, &mut problems).map_err(|reason| SpotifyError::Malformed { endpoint, reason });
+        self.logged.note(endpoint, &problems);
+        read
+    }
+}
+
+/// The kinds of answer problems already logged: each is said once per client, since the same
+/// odd device comes back on every poll. Bounded; past the bound, new kinds go to debug.
+#[derive(Debug, Default)]
+struct ProblemLog {
+    said: Mutex<HashSet<(&'static str, model::ProblemKind)>>,
+}
+
+impl ProblemLog {
+    fn note(&self, endpoint: &'static str, problems: &[Problem]) {
+        if problems.is_empty() {
+            return;
+        }
+        // A panic elsewhere while holding this lock leaves a set of kinds: still usable.
+        let mut said = self.said.lock().unwrap_or_else(PoisonError::into_inner);
+        for problem in problems {
+            let key = (endpoint, problem.kind());
+            let first = !said.contains(&key) && said.len() < MAX_LOGGED_PROBLEMS;
+            if !first {
+                tracing::debug!(endpoint, %problem, "part of Spotify's answer not read");
+                continue;
+            }
+            said.insert(key);
+            // The problem names a place, a field and a JSON kind, never a value: safe to log.
+            match problem.outcome {
+                model::Outcome::DeviceSkipped => tracing::warn!(
+                    endpoint,
+                    %problem,
+                    "a device in Spotify's answer cannot be read; it is left out of this poll and \
+                     absence proves nothing while it is (said once)"
+                ),
+                model::Outcome::Absent => tracing::info!(
+                    endpoint,
+                    %problem,
+                    "a field in Spotify's answer has no meaningful reading; read as absent (said once)"
+                ),
+            }
+        }
+    }
 }
 
 /// Rate limits without a Retry-After still need a wait; Spotify says it "normally" sends one.
@@ -321,6 +396,34 @@ mod tests {
             error_for(StatusCode::NOT_FOUND, None, b"", "/x"),
             SpotifyError::Unexpected { status: 404, .. }
         ));
+    }
+
+    #[test]
+    fn each_kind_of_answer_problem_is_logged_once() {
+        use model::{JsonKind, Outcome, Place};
+        let at = |i, found| Problem {
+            place: Place::Listed(i),
+            field: Some("name"),
+            found,
+            outcome: Outcome::DeviceSkipped,
+        };
+        let log = ProblemLog::default();
+        let said = |log: &ProblemLog| log.said.lock().map(|s| s.len()).unwrap_or_default();
+        log.note("/me/player/devices", &[at(0, JsonKind::Object), at(3, JsonKind::Object)]);
+        log.note("/me/player/devices", &[at(1, JsonKind::Object)]);
+        assert_eq!(said(&log), 1, "the same problem at another index, or on the next poll, is not new");
+        log.note("/me/player/devices", &[at(0, JsonKind::List)]);
+        log.note("/me/player", &[at(0, JsonKind::List)]);
+        assert_eq!(said(&log), 3);
+        let many: Vec<Problem> = (0..200)
+            .map(|i| Problem { field: Some(["a", "b", "c", "d", "e"][i % 5]), ..at(i, JsonKind::Object) })
+            .collect();
+        for endpoint in
+            ["/1", "/2", "/3", "/4", "/5", "/6", "/7", "/8", "/9", "/10", "/11", "/12", "/13", "/14"]
+        {
+            log.note(endpoint, &many);
+        }
+        assert_eq!(said(&log), MAX_LOGGED_PROBLEMS, "bounded");
     }
 
     #[test]

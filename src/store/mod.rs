@@ -6,6 +6,8 @@
 //! One poll is one transaction ([`Store::poll`]): what is known is read, the pure rules
 //! plan, and devices, ids, presence and events land together or not at all. rusqlite blocks; the daemon calls in from `spawn_blocking`.
 //! Storage grows with devices and events, never with the number of polls.
+//! A poll that left out devices it could not read ([`Plan::skipped`]) is no evidence that an
+//! unseen device went offline: its presence interval is continued when it is seen again.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_mute.sql"),
     include_str!("migrations/005_signout.sql"),
     include_str!("migrations/006_never_silent.sql"),
+    include_str!("migrations/007_full_poll.sql"),
 ];
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
@@ -948,10 +951,18 @@ fn record_poll_tx(
     bridge: Duration,
 ) -> Result<Vec<i64>, StoreError> {
     let now_ms = ms(now);
-    let prev_poll: Option<i64> =
-        row(tx, "SELECT last_poll_at FROM accounts WHERE id = ?1", [account], |r| r.get(0))?;
-    // Too long since the last successful poll: nothing bridges the gap.
-    let prev_poll = prev_poll.filter(|prev| now_ms - prev <= bridge.as_millis() as i64);
+    let bridge_ms = bridge.as_millis() as i64;
+    let (prev_poll, last_full): (Option<i64>, Option<i64>) =
+        row(tx, "SELECT last_poll_at, last_full_poll_at FROM accounts WHERE id = ?1", [account], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    // An interval that reached `since` goes on. Normally that is the previous successful
+    // poll. Polls since the last full one left out devices they could not read, so they
+    // could not see a device go: reaching the last full poll is enough then, but never
+    // further back than the bridge. Too long since any successful poll: nothing bridges.
+    let since = prev_poll
+        .filter(|prev| now_ms - prev <= bridge_ms)
+        .map(|prev| prev.min(last_full.unwrap_or(i64::MIN).max(now_ms - bridge_ms)));
     let mut keys = Vec::with_capacity(plan.seen.len());
     for seen in &plan.seen {
         let d = &seen.device;
@@ -985,7 +996,7 @@ fn record_poll_tx(
                 params![account, id, key, now_ms],
             )?;
         }
-        extend_presence(tx, key, prev_poll, now_ms)?;
+        extend_presence(tx, key, since, now_ms)?;
         keys.push(key);
     }
     let mut ids = Vec::with_capacity(plan.events.len());
@@ -1007,23 +1018,32 @@ fn record_poll_tx(
         tx,
         "UPDATE accounts SET last_poll_at = ?2, last_poll_ms = ?3, last_poll_devices = ?4,
             last_error = NULL, last_error_at = NULL,
-            limit_alerted_at = CASE WHEN ?5 THEN ?2 ELSE limit_alerted_at END
+            limit_alerted_at = CASE WHEN ?5 THEN ?2 ELSE limit_alerted_at END,
+            last_full_poll_at = CASE WHEN ?6 THEN ?2 ELSE last_full_poll_at END
          WHERE id = ?1",
-        params![account, now_ms, took.as_millis() as i64, plan.seen.len() as i64, plan.limit_alerted],
+        params![
+            account,
+            now_ms,
+            took.as_millis() as i64,
+            plan.seen.len() as i64,
+            plan.limit_alerted,
+            plan.skipped == 0
+        ],
     )?;
     Ok(ids)
 }
 
-/// A device seen in the previous successful poll too extends its open interval, if that poll
-/// is within the presence bridge; otherwise it starts a new one. Failed polls do not move
-/// `last_poll_at`, so a short stretch of failures is bridged and a long one is not.
+/// A device whose latest interval reaches `since` (the previous successful poll, or further
+/// back across polls that left out unreadable devices; see `record_poll_tx`) extends it;
+/// otherwise it starts a new one. Failed polls do not move `last_poll_at`, so a short stretch
+/// of failures is bridged and a long one is not.
 fn extend_presence(
     tx: &Transaction<'_>,
     key: DeviceKey,
-    prev_poll: Option<i64>,
+    since: Option<i64>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let open: Option<i64> = match prev_poll {
+    let open: Option<i64> = match since {
         Some(prev) => row(
             tx,
             "SELECT id FROM presence WHERE device_id = ?1 AND ended_at >= ?2 ORDER BY ended_at DESC LIMIT 1",

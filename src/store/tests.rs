@@ -24,7 +24,18 @@ fn policy() -> Policy {
 
 /// One poll through the real rules and the real store.
 fn poll(store: &mut Store, account: AccountId, at: DateTime<Utc>, devices: Vec<Device>) -> Vec<i64> {
-    let snapshot = Snapshot { devices, playback: None };
+    poll_skipping(store, account, at, devices, 0)
+}
+
+/// One poll that read `devices` and left out `skipped` devices it could not read.
+fn poll_skipping(
+    store: &mut Store,
+    account: AccountId,
+    at: DateTime<Utc>,
+    devices: Vec<Device>,
+    skipped: usize,
+) -> Vec<i64> {
+    let snapshot = Snapshot { devices, playback: None, skipped };
     let took = Duration::from_millis(3);
     let polled = store
         .poll(account, at, took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), at))
@@ -94,6 +105,53 @@ fn a_gap_starts_a_new_interval_and_failures_change_nothing() {
     assert_eq!(count(&store, "presence"), 2);
     let status = &store.account_status().expect("status")[0];
     assert_eq!(status.last_error, None, "success clears the error");
+}
+
+/// The intervals of the device with Spotify id `id`: (start, end), oldest first.
+fn intervals(store: &Store, id: &str) -> Vec<(i64, i64)> {
+    let mut stmt = store
+        .conn
+        .prepare(
+            "SELECT p.started_at, p.ended_at FROM presence p JOIN device_ids i ON i.device_id = p.device_id
+             WHERE i.spotify_id = ?1 ORDER BY p.started_at",
+        )
+        .expect("prepare");
+    stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn a_device_missing_from_a_poll_that_skipped_one_keeps_its_interval() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone"), dev("y", "Laptop")]);
+    // x could not be read twice (say its name came as an object): that is not "x left".
+    poll_skipping(&mut store, a, t(1), vec![dev("y", "Laptop")], 1);
+    poll_skipping(&mut store, a, t(2), vec![dev("y", "Laptop")], 1);
+    poll(&mut store, a, t(3), vec![dev("x", "Phone"), dev("y", "Laptop")]);
+    assert_eq!(intervals(&store, "x"), [(ms(t(0)), ms(t(3)))], "one interval across the partial polls");
+    assert_eq!(intervals(&store, "y"), [(ms(t(0)), ms(t(3)))]);
+    // A full poll without x is evidence: back after it, x starts a new interval.
+    poll(&mut store, a, t(4), vec![dev("y", "Laptop")]);
+    poll(&mut store, a, t(5), vec![dev("x", "Phone"), dev("y", "Laptop")]);
+    assert_eq!(intervals(&store, "x"), [(ms(t(0)), ms(t(3))), (ms(t(5)), ms(t(5)))]);
+}
+
+#[test]
+fn partial_polls_bridge_no_further_back_than_the_presence_bridge() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    store.set_presence_bridge(Duration::from_secs(10 * 60));
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    for m in [5, 10, 15] {
+        poll_skipping(&mut store, a, t(m), vec![dev("y", "Laptop")], 1);
+    }
+    // Last full poll 16 minutes ago, beyond the 10-minute bridge: x was not seen meanwhile.
+    poll(&mut store, a, t(16), vec![dev("x", "Phone"), dev("y", "Laptop")]);
+    assert_eq!(intervals(&store, "x"), [(ms(t(0)), ms(t(0))), (ms(t(16)), ms(t(16)))]);
+    assert_eq!(intervals(&store, "y"), [(ms(t(5)), ms(t(16)))], "seen at every poll: one interval");
 }
 
 #[test]
@@ -213,8 +271,12 @@ fn an_uncommitted_poll_leaves_nothing() {
     let (_d, mut store) = open();
     let a = store.account("default", t(0)).expect("account");
     let known = store.load_known(a, t(0)).expect("load");
-    let plan =
-        evaluate(&known, &Snapshot { devices: vec![dev("x", "Phone")], playback: None }, &policy(), t(0));
+    let plan = evaluate(
+        &known,
+        &Snapshot { devices: vec![dev("x", "Phone")], playback: None, skipped: 0 },
+        &policy(),
+        t(0),
+    );
     {
         let tx = store.conn.transaction().expect("tx");
         record_poll_tx(&tx, a, t(0), Duration::ZERO, &plan, DEFAULT_PRESENCE_BRIDGE).expect("write");
@@ -393,7 +455,7 @@ fn a_long_gap_between_polls_is_not_taken_as_presence() {
 fn a_dry_run_poll_plans_from_the_store_and_writes_nothing() {
     let (_dir, mut store) = open();
     let account = store.account("default", t(0)).expect("account");
-    let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None };
+    let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None, skipped: 0 };
     let took = Duration::from_millis(3);
     let Polled { known, plan, ids, .. } = store
         .poll(account, t(1), took, Recording::DryRun, |known| evaluate(known, &snapshot, &policy(), t(1)))
