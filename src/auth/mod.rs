@@ -5,6 +5,9 @@
 //! authorization codes and PKCE verifiers are all secrets.
 //! - [`files`]: the 0600 token files.
 //! - [`keyring`]: the OS secret store (freedesktop Secret Service) on Linux.
+//! - [`lock`]: the per-account lock (a `flock`ed file beside the token files, whatever the
+//!   backend) under which a process loads, refreshes and saves, so processes never spend
+//!   one refresh token twice.
 //! - [`oauth`]: the Accounts service: code exchange and refresh (oauth2 crate, PKCE).
 //! - [`login`]: `spotguard login`'s loopback callback listener.
 //! - [`session`]: one account's tokens in use: refresh before expiry and after a 401,
@@ -13,6 +16,7 @@
 pub mod files;
 #[cfg(all(unix, not(target_os = "macos")))]
 pub mod keyring;
+pub mod lock;
 pub mod login;
 pub mod oauth;
 pub mod session;
@@ -25,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TokenStoreKind;
 pub use files::TokenFiles;
+pub use lock::TokenLock;
 pub use session::Session;
 
 /// A token or other credential. Its `Debug` is `Secret(***)`; it has no `Display`.
@@ -80,6 +85,13 @@ pub enum AuthError {
     Damaged { path: PathBuf, reason: String },
     #[error("cannot access token file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "another spotguard process has been refreshing these tokens for over {waited}s (it holds {path}); \
+         try again, or stop the process that hangs"
+    )]
+    LockBusy { path: PathBuf, waited: u64 },
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
     #[error("account name {0:?} is not allowed: use letters, digits, '-' and '_'")]
     BadAccountName(String),
     #[cfg(all(unix, not(target_os = "macos")))]
@@ -114,11 +126,16 @@ impl TokenSet {
 /// store where one answers and the files otherwise. In auto mode a save to the secret store
 /// removes the file copy, so a file that exists is always the newest copy (a save that fell
 /// back to the file while the secret store was locked): auto reads the file first.
+/// Every backend takes its [`lock`] in the token files' directory.
 #[derive(Debug, Clone)]
 pub enum TokenStore {
     Files(TokenFiles),
     #[cfg(all(unix, not(target_os = "macos")))]
-    Keyring(keyring::Keyring),
+    Keyring {
+        keyring: keyring::Keyring,
+        /// Only for the lock file: this backend writes no token file.
+        locks: TokenFiles,
+    },
     #[cfg(all(unix, not(target_os = "macos")))]
     Auto {
         keyring: keyring::Keyring,
@@ -132,7 +149,7 @@ impl TokenStore {
         #[cfg(all(unix, not(target_os = "macos")))]
         return Ok(match kind {
             TokenStoreKind::File => TokenStore::Files(files),
-            TokenStoreKind::Keyring => TokenStore::Keyring(keyring::Keyring),
+            TokenStoreKind::Keyring => TokenStore::Keyring { keyring: keyring::Keyring, locks: files },
             TokenStoreKind::Auto => TokenStore::Auto { keyring: keyring::Keyring, files },
         });
         #[cfg(not(all(unix, not(target_os = "macos"))))]
@@ -142,13 +159,24 @@ impl TokenStore {
         }
     }
 
+    /// Takes `account`'s token lock, waiting at most [`lock::LOCK_WAIT`] for another process.
+    /// Hold it across load, refresh and save; a login or logout holds it to write.
+    pub async fn lock(&self, account: &str) -> Result<TokenLock, AuthError> {
+        match self {
+            TokenStore::Files(files) => files.lock(account).await,
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Keyring { locks: files, .. } | TokenStore::Auto { files, .. } => {
+                files.lock(account).await
+            }
+        }
+    }
+
     pub async fn load(&self, account: &str) -> Result<TokenSet, AuthError> {
         match self {
             TokenStore::Files(f) => f.load(account),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(k) => k.load(account).await?.ok_or_else(|| AuthError::NotLoggedIn {
-                account: account.to_string(),
-                place: "the OS secret store".into(),
+            TokenStore::Keyring { keyring: k, .. } => k.load(account).await?.ok_or_else(|| {
+                AuthError::NotLoggedIn { account: account.to_string(), place: "the OS secret store".into() }
             }),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => match files.load(account) {
@@ -168,7 +196,7 @@ impl TokenStore {
         match self {
             TokenStore::Files(f) => f.save(account, tokens),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(k) => Ok(k.save(account, tokens).await?),
+            TokenStore::Keyring { keyring: k, .. } => Ok(k.save(account, tokens).await?),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => match keyring.save(account, tokens).await {
                 Ok(()) => {
@@ -189,7 +217,7 @@ impl TokenStore {
         match self {
             TokenStore::Files(f) => f.remove(account),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(k) => Ok(k.remove(account).await?),
+            TokenStore::Keyring { keyring: k, .. } => Ok(k.remove(account).await?),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => {
                 let in_keyring = match keyring.remove(account).await {
@@ -208,12 +236,38 @@ impl TokenStore {
         match self {
             TokenStore::Files(f) => file(f),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(_) => "the OS secret store".into(),
+            TokenStore::Keyring { .. } => "the OS secret store".into(),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => match keyring.load(account).await {
                 Ok(Some(_)) => "the OS secret store".into(),
                 _ => file(files),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every backend locks the same file, so processes agree whatever `auth.token_store` says.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[tokio::test]
+    async fn every_backend_takes_the_same_lock_beside_the_token_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TokenFiles::new(dir.path().join("tokens"));
+        let kinds = [TokenStoreKind::File, TokenStoreKind::Keyring, TokenStoreKind::Auto];
+        for kind in kinds {
+            let store = TokenStore::new(kind, files.clone()).expect("store");
+            let held = store.lock("default").await.expect("lock");
+            assert!(dir.path().join("tokens/default.lock").is_file(), "{kind:?}");
+            for second in kinds {
+                let other = TokenStore::new(second, files.clone()).expect("store");
+                let waited =
+                    tokio::time::timeout(std::time::Duration::from_millis(60), other.lock("default")).await;
+                assert!(waited.is_err(), "{kind:?} and {second:?} exclude each other");
+            }
+            drop(held);
         }
     }
 }
