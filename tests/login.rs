@@ -1,8 +1,8 @@
 //! `spotguard login`, `logout` and the daemon's use of the tokens, end to end: the built
 //! binary against the fake Spotify, driven as a browser would drive it (the authorize URL
 //! from stdout, Spotify's 302, the loopback callback), plus refresh with and without
-//! rotation, a 401 mid-run, revoked access while the daemon runs, the six-month login
-//! warning, and secrets kept out of every log.
+//! rotation, a 401 mid-run, revoked access while the daemon runs, a daemon and `check` runs
+//! refreshing at once, the six-month login warning, and secrets kept out of every log.
 
 mod common;
 
@@ -559,6 +559,68 @@ async fn revoked_access_alerts_once_the_other_account_goes_on_and_a_new_login_re
     assert_eq!(me["access_lost_at"], Value::Null, "{me}");
     let log = stop(d).await;
     assert_eq!(log.matches("new login found; watching again").count(), 1, "{log}");
+}
+
+/// The last successful poll of `account` came after `t`, and access is not marked lost.
+async fn polled_after(s: &Sandbox, account: &str, t: DateTime<Utc>, what: &str) {
+    s.wait_for_store(what, WAIT, |st| {
+        st.account_status()
+            .expect("status")
+            .iter()
+            .any(|a| a.name == account && a.last_poll_at.is_some_and(|p| p > t) && a.access_lost_at.is_none())
+    })
+    .await;
+}
+
+/// Issue 10: the daemon, `check` and `doctor` each refresh on their own, and a rotating
+/// Accounts service makes a refresh token single-use: two processes spending the same one
+/// would lose the login for good. A daemon and two `check` runs meet an expired token at the
+/// same moment (the first refresh is slow, so the others come while it runs), then a 401 on
+/// the refreshed one: each time one refresh is made and the others use its token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_and_two_concurrent_checks_at_token_expiry_never_lose_access_to_a_rotating_login() {
+    let s = Sandbox::new().await;
+    s.spotify.set_rotation(true);
+    let seeded = seed(&s, "default", chrono::Duration::minutes(-1), Utc::now() - chrono::Duration::days(1));
+    s.spotify.expire_access_tokens();
+    let mut spent = vec![seeded.refresh_token.clone().expect("refresh token")];
+    let d = s.spawn_daemon(&[]);
+    for round in 1..=2 {
+        s.spotify.push_token_fault(fake::Fault::Hang { millis: 500 });
+        let started = Utc::now();
+        let (a, b) = tokio::join!(s.run(&["check", "--json"]), s.run(&["check", "--json"]));
+        for out in [&a, &b] {
+            assert_eq!(out.status.code(), Some(0), "round {round}: {}", stderr(out));
+            for secret in &spent {
+                assert!(!stdout(out).contains(secret.expose()) && !stderr(out).contains(secret.expose()));
+            }
+        }
+        polled_after(&s, "default", started, "a daemon poll with the refreshed token").await;
+        assert_eq!(s.spotify.token_requests("refresh_token"), round, "round {round}: one refresh for three");
+        let now = s.tokens().load("default").expect("tokens");
+        assert!(!spent.contains(now.refresh_token.as_ref().expect("refresh token")), "rotated and saved");
+        spent.push(now.refresh_token.clone().expect("refresh token"));
+        // Next round: Spotify refuses the access token everyone now holds.
+        s.spotify.expire_access_tokens();
+    }
+    let file = token_file(&s, "default");
+    let text = std::fs::read(&file).expect("token file");
+    serde_json::from_slice::<Value>(&text).expect("the token file is valid JSON");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&s.path().join("data/tokens/default.lock")), 0o600);
+    let dir: Vec<String> = std::fs::read_dir(file.parent().expect("dir"))
+        .expect("tokens dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(dir.iter().all(|n| n == "default.json" || n == "default.lock"), "no temp file left: {dir:?}");
+    let st = status_of(&s, "default").await;
+    assert_eq!(st["logged_in"], true, "{st}");
+    assert_eq!(st["access_lost_at"], Value::Null, "{st}");
+    let log = stop(d).await;
+    assert!(!log.contains("invalid_grant") && !log.contains("not polling"), "{log}");
+    for secret in &spent {
+        assert!(!log.contains(secret.expose()), "a refresh token in the log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,8 @@
 //! At `<data dir>/tokens/<account>.json`, mode 0600 in a 0700 directory, written atomically
 //! (temp file, fsync, rename): a crash leaves the old tokens or the new ones, never half.
 //! A file that group or others can read is refused, as ssh refuses such keys.
-//! `<account>.lock` beside it is the account's token lock ([`super::lock`]).
+//! `<account>.lock` beside it is the account's token lock ([`super::lock`]); writers hold it,
+//! so the fixed temp file name is never written by two processes at once.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -10,8 +10,8 @@
 //!   one refresh token twice.
 //! - [`oauth`]: the Accounts service: code exchange and refresh (oauth2 crate, PKCE).
 //! - [`login`]: `spotguard login`'s loopback callback listener.
-//! - [`session`]: one account's tokens in use: refresh before expiry and after a 401,
-//!   the rotated refresh token saved before the new access token is used.
+//! - [`session`]: one account's tokens in use: refresh before expiry and after a 401, under
+//!   the lock, the rotated refresh token saved before the new access token is used.
 
 pub mod files;
 #[cfg(all(unix, not(target_os = "macos")))]

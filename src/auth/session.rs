@@ -5,9 +5,13 @@
 //! truth: it is read again before every refresh and after every 401, so a new `spotguard
 //! login` is adopted instead of being overwritten by a refresh of the old login. The access
 //! token is refreshed when it is within [`REFRESH_MARGIN`] of expiry, and once after a 401.
-//! A refresh saves the new token set (with the rotated refresh token) atomically *before*
-//! the new access token is used: Spotify's PKCE refresh tokens are single-use, and a crash
-//! between the two must not lock the person out. Refreshes of one account are serialised.
+//!
+//! A refresh runs under the account's token lock ([`super::lock`]): load, refresh, save,
+//! release. The store is read again once the lock is held, and a token another process
+//! refreshed meanwhile is used as it is: a refresh token is never spent twice, by this
+//! process or another (the daemon, `check` and `doctor` all refresh). The new token set
+//! (with the rotated refresh token) is saved atomically *before* the new access token is
+//! used: a crash between the two must not lock the person out.
 
 use std::time::Duration;
 
@@ -43,7 +47,11 @@ impl SessionError {
 
     /// Trying again later may work.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SessionError::Token(e) if e.is_transient())
+        match self {
+            SessionError::Token(e) => e.is_transient(),
+            SessionError::Auth(AuthError::LockBusy { .. }) => true,
+            _ => false,
+        }
     }
 }
 
@@ -72,8 +80,8 @@ pub struct Session {
     store: TokenStore,
     /// `None` when no Client ID is configured: tokens then work until they expire.
     oauth: Option<OAuth>,
-    /// The token set in use. Held across a refresh so two callers never spend the same
-    /// single-use refresh token.
+    /// The token set in use. Held across a refresh so two callers of this session wait for
+    /// one refresh (the token lock does the same between processes, and between sessions).
     held: Mutex<Held>,
 }
 
@@ -109,25 +117,18 @@ impl Session {
         if let Some(t) = held.tokens.as_ref().filter(|t| !expiring(t)) {
             return Ok(Access::of(t));
         }
-        // First use, or time to refresh: the store may hold a newer login (unless it holds
-        // a spent token because the last save failed).
-        let tokens = match (&held.tokens, held.unsaved) {
-            (Some(t), true) => t.clone(),
-            _ => self.store.load(&self.account).await?,
-        };
+        // First use, or time to refresh: the store may hold a newer login.
+        let tokens = self.current(&held).await?;
         if !expiring(&tokens) {
-            let access = Access::of(&tokens);
-            held.tokens = Some(tokens);
-            return Ok(access);
+            return Ok(hold(&mut held, tokens));
         }
-        match self.refresh(&tokens, &mut held).await {
+        match self.refresh_locked(&mut held, None).await {
             Ok(access) => Ok(access),
-            // The token endpoint is down but the token still works for a moment: use it.
+            // The token endpoint is down (or another process's refresh hangs) but the token
+            // still works for a moment: use it.
             Err(e) if e.is_transient() && tokens.expires_at > Utc::now() => {
                 tracing::debug!(account = %self.account, "refresh failed ({e}); the current token still works");
-                let access = Access::of(&tokens);
-                held.tokens = Some(tokens);
-                Ok(access)
+                Ok(hold(&mut held, tokens))
             }
             Err(e) => {
                 if !held.unsaved {
@@ -143,23 +144,43 @@ impl Session {
     pub async fn after_unauthorized(&self, rejected: &Secret) -> Result<Access, SessionError> {
         let mut held = self.held.lock().await;
         self.retry_save(&mut held).await;
-        let tokens = match (&held.tokens, held.unsaved) {
-            (Some(t), true) => t.clone(),
-            _ => self.store.load(&self.account).await?,
-        };
+        let tokens = self.current(&held).await?;
         if &tokens.access_token != rejected {
-            let access = Access::of(&tokens);
-            held.tokens = Some(tokens);
-            return Ok(access);
+            return Ok(hold(&mut held, tokens));
         }
-        self.refresh(&tokens, &mut held).await
+        self.refresh_locked(&mut held, Some(rejected)).await
     }
 
-    /// Refreshes `tokens`, saves the result, and holds it.
-    async fn refresh(&self, tokens: &TokenSet, held: &mut Held) -> Result<Access, SessionError> {
+    /// The token set to start from: the store's, unless it holds a spent token because the
+    /// last save failed.
+    async fn current(&self, held: &Held) -> Result<TokenSet, AuthError> {
+        match (&held.tokens, held.unsaved) {
+            (Some(t), true) => Ok(t.clone()),
+            _ => self.store.load(&self.account).await,
+        }
+    }
+
+    /// Under the token lock: the store's token if another process refreshed it meanwhile,
+    /// else one refresh, saved before the lock is released. `rejected`: an access token
+    /// Spotify refused, which does not count as usable however long it has left.
+    async fn refresh_locked(
+        &self,
+        held: &mut Held,
+        rejected: Option<&Secret>,
+    ) -> Result<Access, SessionError> {
         let oauth = self.oauth.as_ref().ok_or(SessionError::NoClientId)?;
-        let next = oauth.refresh(tokens).await?;
-        // Saved before use: the old refresh token is already spent.
+        let _lock = self.store.lock(&self.account).await?;
+        let tokens = self.current(held).await?;
+        if usable(&tokens, rejected) {
+            tracing::debug!(account = %self.account, "the stored token was refreshed meanwhile (by another process); using it");
+            return Ok(hold(held, tokens));
+        }
+        let next = oauth.refresh(&tokens).await?;
+        Ok(self.keep(next, held).await)
+    }
+
+    /// Saves freshly refreshed tokens (the old refresh token is already spent) and holds them.
+    async fn keep(&self, next: TokenSet, held: &mut Held) -> Access {
         held.unsaved = match self.store.save(&self.account, &next).await {
             Ok(()) => false,
             Err(e) => {
@@ -171,15 +192,17 @@ impl Session {
             }
         };
         tracing::debug!(account = %self.account, expires_at = %next.expires_at, "access token refreshed");
-        let access = Access::of(&next);
-        held.tokens = Some(next);
-        Ok(access)
+        hold(held, next)
     }
 
-    /// Saves tokens whose save failed before.
+    /// Saves tokens whose save failed before, under the token lock.
     async fn retry_save(&self, held: &mut Held) {
         if let (true, Some(t)) = (held.unsaved, &held.tokens) {
-            match self.store.save(&self.account, t).await {
+            let saved = match self.store.lock(&self.account).await {
+                Ok(_lock) => self.store.save(&self.account, t).await,
+                Err(e) => Err(e),
+            };
+            match saved {
                 Ok(()) => {
                     held.unsaved = false;
                     tracing::info!(account = %self.account, "the refreshed tokens are saved now");
@@ -190,9 +213,21 @@ impl Session {
     }
 }
 
+/// Holds `tokens` as the ones in use and returns their access token.
+fn hold(held: &mut Held, tokens: TokenSet) -> Access {
+    let access = Access::of(&tokens);
+    held.tokens = Some(tokens);
+    access
+}
+
 fn expiring(t: &TokenSet) -> bool {
     let margin = chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or(chrono::Duration::minutes(2));
     t.expires_at - margin <= Utc::now()
+}
+
+/// Whether `t` can be used without a refresh: not about to expire, and not refused.
+fn usable(t: &TokenSet, rejected: Option<&Secret>) -> bool {
+    !expiring(t) && Some(&t.access_token) != rejected
 }
 
 #[cfg(test)]
@@ -207,7 +242,15 @@ mod tests {
         _dir: tempfile::TempDir,
         fake: FakeSpotify,
         files: TokenFiles,
+        oauth: OAuth,
         session: Session,
+    }
+
+    impl Setup {
+        /// Another session on the same store, as another process would have.
+        fn another_session(&self) -> Session {
+            Session::new("default", TokenStore::Files(self.files.clone()), Some(self.oauth.clone()))
+        }
     }
 
     /// A session on a fresh login whose access token expires `expires_in` from now.
@@ -228,8 +271,8 @@ mod tests {
         let http = reqwest::Client::builder().no_proxy().build().expect("http");
         let oauth =
             OAuth::new(CLIENT, &fake.accounts_base(), "http://127.0.0.1:1/callback", http).expect("oauth");
-        let session = Session::new("default", TokenStore::Files(files.clone()), Some(oauth));
-        Setup { _dir: dir, fake, files, session }
+        let session = Session::new("default", TokenStore::Files(files.clone()), Some(oauth.clone()));
+        Setup { _dir: dir, fake, files, oauth, session }
     }
 
     #[tokio::test]
@@ -277,6 +320,44 @@ mod tests {
         let e = s.session.access().await.expect_err("revoked");
         assert!(e.is_access_lost(), "{e}");
         assert!(e.to_string().contains("invalid_grant"), "{e}");
+    }
+
+    /// Two sessions (as the daemon and `spotguard check` have) find the token expiring at
+    /// the same moment, against a rotating token endpoint: one refreshes, under the lock;
+    /// the other takes the lock after it, finds the new token in the store and uses it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_sessions_refreshing_at_once_spend_the_refresh_token_once() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        let before = s.files.load("default").expect("load");
+        // The first refresh is slow, so the second session surely comes while it runs.
+        s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
+        let other = s.another_session();
+        let (a, b) = tokio::join!(s.session.access(), other.access());
+        let (a, b) = (a.expect("first"), b.expect("second"));
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1, "the refresh token was spent once");
+        assert_eq!(a.token, b.token, "both use the one new token");
+        let after = s.files.load("default").expect("load");
+        assert_eq!(after.access_token, a.token);
+        assert_ne!(after.refresh_token, before.refresh_token, "rotated and saved");
+        // And the new refresh token is the good one: the next refresh works.
+        s.fake.handle().expire_access_tokens();
+        assert!(other.after_unauthorized(&b.token).await.is_ok());
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_waits_for_the_token_lock_and_a_busy_lock_is_transient() {
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        let held = TokenStore::Files(s.files.clone()).lock("default").await.expect("lock");
+        // Another process holds the lock: this refresh waits (bounded), then fails as transient.
+        let waiting = tokio::time::timeout(Duration::from_millis(300), s.session.access()).await;
+        assert!(waiting.is_err(), "still waiting for the lock");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 0, "nothing spent while locked");
+        drop(held);
+        s.session.access().await.expect("refreshed once the lock is free");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        let busy = SessionError::Auth(AuthError::LockBusy { path: "x".into(), waited: 40 });
+        assert!(busy.is_transient() && !busy.is_access_lost());
     }
 
     #[tokio::test]
