@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::config::TokenStoreKind;
 pub use files::TokenFiles;
@@ -119,6 +120,20 @@ impl TokenSet {
     /// and refreshing does not extend that (since 2026).
     pub fn login_expires_at(&self) -> DateTime<Utc> {
         self.authorized_at.checked_add_months(Months::new(6)).unwrap_or(self.authorized_at)
+    }
+
+    /// What tells this login from another without being a secret: the first 16 hex digits
+    /// of a SHA-256 of its refresh token (of its access token if it has none). The refresh
+    /// token is what dies with `invalid_grant`, so a token set with another one is another
+    /// login, whatever its `authorized_at` says. 64 bits of a hash of a long random token
+    /// reveal nothing usable, and are plenty to tell a handful of logins apart.
+    pub fn login_fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        match &self.refresh_token {
+            Some(r) => hash.update(format!("spotguard refresh token\0{}", r.expose())),
+            None => hash.update(format!("spotguard access token\0{}", self.access_token.expose())),
+        }
+        hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -249,6 +264,28 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn login(access: &str, refresh: Option<&str>) -> TokenSet {
+        TokenSet::new_login(Secret::new(access), refresh.map(Secret::new), chrono::Duration::hours(1))
+    }
+
+    #[test]
+    fn the_login_fingerprint_follows_the_refresh_token_and_hides_it() {
+        let a = login("at-1", Some("rt-secret-value-1"));
+        let fp = a.login_fingerprint();
+        assert_eq!(fp.len(), 16);
+        assert!(fp.chars().all(|c| c.is_ascii_hexdigit()), "{fp}");
+        assert!(!fp.contains("secret"));
+        // A refresh without rotation (new access token, same refresh token): the same login.
+        let refreshed = TokenSet { access_token: Secret::new("at-2"), ..a.clone() };
+        assert_eq!(refreshed.login_fingerprint(), fp);
+        // Another refresh token, same authorisation time: another login.
+        let other = TokenSet { refresh_token: Some(Secret::new("rt-secret-value-2")), ..a.clone() };
+        assert_ne!(other.login_fingerprint(), fp);
+        // Without a refresh token the access token tells logins apart.
+        assert_ne!(login("at-1", None).login_fingerprint(), login("at-2", None).login_fingerprint());
+        assert_ne!(login("x", None).login_fingerprint(), login("y", Some("x")).login_fingerprint());
+    }
 
     /// Every backend locks the same file, so processes agree whatever `auth.token_store` says.
     #[cfg(all(unix, not(target_os = "macos")))]

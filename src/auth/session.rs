@@ -11,7 +11,9 @@
 //! refreshed meanwhile is used as it is: a refresh token is never spent twice, by this
 //! process or another (the daemon, `check` and `doctor` all refresh). The new token set
 //! (with the rotated refresh token) is saved atomically *before* the new access token is
-//! used: a crash between the two must not lock the person out.
+//! used: a crash between the two must not lock the person out. An `invalid_grant` makes the
+//! session look at the store once more: a writer that takes no lock (an older spotguard, a
+//! token put in place by hand) may have put another login there, which is then used.
 
 use std::time::Duration;
 
@@ -32,6 +34,14 @@ pub enum SessionError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The login is over (`invalid_grant`, or no refresh token left).
+    #[error("{cause}")]
+    AccessLost {
+        /// The dead login's [`TokenSet::login_fingerprint`]: what the daemon waits to see
+        /// replaced before polling again.
+        login: String,
+        cause: TokenError,
+    },
     #[error(
         "the access token is no longer accepted and cannot be refreshed without a Client ID: set \
          spotify.client_id in the config"
@@ -42,7 +52,15 @@ pub enum SessionError {
 impl SessionError {
     /// The login is over: only `spotguard login` helps.
     pub fn is_access_lost(&self) -> bool {
-        matches!(self, SessionError::Token(TokenError::Revoked | TokenError::NoRefreshToken))
+        matches!(self, SessionError::AccessLost { .. })
+    }
+
+    /// The fingerprint of the login that is over, if that is what this error says.
+    pub fn lost_login(&self) -> Option<&str> {
+        match self {
+            SessionError::AccessLost { login, .. } => Some(login),
+            _ => None,
+        }
     }
 
     /// Trying again later may work.
@@ -175,8 +193,34 @@ impl Session {
             tracing::debug!(account = %self.account, "the stored token was refreshed meanwhile (by another process); using it");
             return Ok(hold(held, tokens));
         }
-        let next = oauth.refresh(&tokens).await?;
-        Ok(self.keep(next, held).await)
+        let cause = match oauth.refresh(&tokens).await {
+            Ok(next) => return Ok(self.keep(next, held).await),
+            Err(e @ TokenError::Revoked) => e,
+            Err(e @ TokenError::NoRefreshToken) => return Err(lost(&tokens, e)),
+            Err(e) => return Err(e.into()),
+        };
+        // Once more from the store: another login may have been put there by a writer that
+        // takes no lock. The same refresh token there is the dead one.
+        let again = match self.store.load(&self.account).await {
+            Ok(t) if t.refresh_token.is_some() && t.refresh_token != tokens.refresh_token => t,
+            _ => return Err(lost(&tokens, cause)),
+        };
+        tracing::info!(account = %self.account, "the refresh token was refused, but the store holds another login; using it");
+        held.unsaved = false;
+        if usable(&again, rejected) {
+            return Ok(hold(held, again));
+        }
+        match oauth.refresh(&again).await {
+            Ok(next) => Ok(self.keep(next, held).await),
+            Err(e @ (TokenError::Revoked | TokenError::NoRefreshToken)) => {
+                held.tokens = None;
+                Err(lost(&again, e))
+            }
+            Err(e) => {
+                held.tokens = None;
+                Err(e.into())
+            }
+        }
     }
 
     /// Saves freshly refreshed tokens (the old refresh token is already spent) and holds them.
@@ -218,6 +262,11 @@ fn hold(held: &mut Held, tokens: TokenSet) -> Access {
     let access = Access::of(&tokens);
     held.tokens = Some(tokens);
     access
+}
+
+/// The login of `tokens` is over.
+fn lost(tokens: &TokenSet, cause: TokenError) -> SessionError {
+    SessionError::AccessLost { login: tokens.login_fingerprint(), cause }
 }
 
 fn expiring(t: &TokenSet) -> bool {
@@ -320,6 +369,78 @@ mod tests {
         let e = s.session.access().await.expect_err("revoked");
         assert!(e.is_access_lost(), "{e}");
         assert!(e.to_string().contains("invalid_grant"), "{e}");
+        let stored = s.files.load("default").expect("load");
+        assert_eq!(e.lost_login(), Some(stored.login_fingerprint().as_str()), "names the dead login");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1, "the same token is not tried again");
+        let secret = stored.refresh_token.expect("refresh token");
+        assert!(!format!("{e} {e:?}").contains(secret.expose()), "no secret in the error");
+    }
+
+    /// Waits until the fake has received `n` refresh requests (answered or not).
+    async fn refresh_requests(s: &Setup, n: usize) {
+        let start = std::time::Instant::now();
+        while s.fake.handle().token_requests("refresh_token") < n {
+            assert!(start.elapsed() < Duration::from_secs(10), "no refresh request came");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Issue 10: the login was replaced while the refresh was in flight, by a writer that
+    /// takes no lock; the refused refresh is followed by one with the stored login.
+    #[tokio::test]
+    async fn invalid_grant_then_another_stored_refresh_token_is_retried_and_works() {
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        let before = s.files.load("default").expect("load");
+        // The session's refresh hangs a moment at the fake, long enough to replace the login.
+        s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
+        let replace = async {
+            refresh_requests(&s, 1).await;
+            // Its refresh token dies, and another login (same authorisation time, another
+            // refresh token, an access token about to expire) is written to the store.
+            s.fake.handle().revoke_refresh_tokens();
+            let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
+            let other = TokenSet {
+                access_token: Secret::new(access),
+                refresh_token: Some(Secret::new(refresh)),
+                expires_at: Utc::now() + chrono::Duration::seconds(30),
+                ..before.clone()
+            };
+            s.files.save("default", &other).expect("save");
+            other
+        };
+        let (access, other) = tokio::join!(s.session.access(), replace);
+        let access = access.expect("retried with the stored login");
+        let after = s.files.load("default").expect("load");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 2, "one refused, one retried");
+        assert_eq!(access.token, after.access_token, "what is used is what is stored");
+        assert_ne!(after.access_token, other.access_token, "the stored login was refreshed");
+        assert_ne!(after.refresh_token, other.refresh_token, "and its rotated refresh token saved");
+        assert_eq!(after.authorized_at, before.authorized_at);
+    }
+
+    /// The same, when the stored login has a good access token: it is used as it is.
+    #[tokio::test]
+    async fn invalid_grant_then_another_stored_login_with_a_good_token_uses_it_without_a_refresh() {
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        let before = s.files.load("default").expect("load");
+        s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
+        let replace = async {
+            refresh_requests(&s, 1).await;
+            s.fake.handle().revoke_refresh_tokens();
+            let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
+            let other = TokenSet {
+                access_token: Secret::new(access),
+                refresh_token: Some(Secret::new(refresh)),
+                expires_at: Utc::now() + chrono::Duration::hours(1),
+                ..before.clone()
+            };
+            s.files.save("default", &other).expect("save");
+            other
+        };
+        let (access, other) = tokio::join!(s.session.access(), replace);
+        assert_eq!(access.expect("the stored login").token, other.access_token);
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        assert_eq!(s.files.load("default").expect("load"), other, "left as it was");
     }
 
     /// Two sessions (as the daemon and `spotguard check` have) find the token expiring at
