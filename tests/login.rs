@@ -1,8 +1,9 @@
 //! `spotguard login`, `logout` and the daemon's use of the tokens, end to end: the built
 //! binary against the fake Spotify, driven as a browser would drive it (the authorize URL
 //! from stdout, Spotify's 302, the loopback callback), plus refresh with and without
-//! rotation, a 401 mid-run, revoked access while the daemon runs, a daemon and `check` runs
-//! refreshing at once, the six-month login warning, and secrets kept out of every log.
+//! rotation, a 401 mid-run, revoked access while the daemon runs, recovery from it through
+//! any other stored login (also across a restart), a daemon and `check` runs refreshing at
+//! once, the six-month login warning, and secrets kept out of every log.
 
 mod common;
 
@@ -572,6 +573,17 @@ async fn polled_after(s: &Sandbox, account: &str, t: DateTime<Utc>, what: &str) 
     .await;
 }
 
+/// Spotify refuses every refresh token and every access token issued so far, as "Remove
+/// access" and an hour's wait do; waits until the daemon has marked access lost.
+async fn lose_access(s: &Sandbox, account: &str) {
+    s.spotify.revoke_refresh_tokens();
+    s.spotify.expire_access_tokens();
+    s.wait_for_store("access marked lost", WAIT, |st| {
+        st.account_status().expect("status").iter().any(|a| a.name == account && a.access_lost_at.is_some())
+    })
+    .await;
+}
+
 /// Issue 10: the daemon, `check` and `doctor` each refresh on their own, and a rotating
 /// Accounts service makes a refresh token single-use: two processes spending the same one
 /// would lose the login for good. A daemon and two `check` runs meet an expired token at the
@@ -621,6 +633,60 @@ async fn a_daemon_and_two_concurrent_checks_at_token_expiry_never_lose_access_to
     for secret in &spent {
         assert!(!log.contains(secret.expose()), "a refresh token in the log");
     }
+}
+
+/// Issue 10: "access lost" cleared only when `authorized_at` changed, so a good login put in
+/// the store with the same one (a refresh made by `spotguard check` in another process, say)
+/// left the daemon not watching, even across a restart. Another refresh token is another
+/// login: polling resumes, in a running daemon and in one started later; the dead login itself
+/// still keeps a restarted daemon from polling.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_access_lost_another_refresh_token_with_the_same_authorized_at_resumes_polling_also_after_a_restart()
+ {
+    let s = Sandbox::new().await;
+    let authorized_at = Utc::now() - chrono::Duration::days(10);
+    seed(&s, "default", chrono::Duration::hours(1), authorized_at);
+    let d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, WAIT).await;
+    lose_access(&s, "default").await;
+
+    // Another login with the same authorisation time, while the daemon runs.
+    let placed = Utc::now();
+    seed(&s, "default", chrono::Duration::hours(1), authorized_at);
+    polled_after(&s, "default", placed, "polling to resume in the running daemon").await;
+
+    // Lost again; a restarted daemon with the dead login still stored does not poll.
+    lose_access(&s, "default").await;
+    let log = stop(d).await;
+    assert_eq!(log.matches("new login found; watching again").count(), 1, "{log}");
+    let polls = s.spotify.request_count(DEVICES);
+    let d = s.spawn_daemon(&[]);
+    let log_path = d.log.clone();
+    wait_until("the restarted daemon to say it is not watching", || {
+        std::fs::read_to_string(&log_path).unwrap_or_default().contains("not watching")
+    })
+    .await;
+    // No event marks a skipped tick: give it two ticks (polls are every second) to misbehave.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(s.spotify.request_count(DEVICES), polls, "the dead login is not used");
+    stop(d).await;
+
+    // Another login with the same authorisation time, put in place while no daemon runs.
+    let placed = Utc::now();
+    seed(&s, "default", chrono::Duration::hours(1), authorized_at);
+    let d = s.spawn_daemon(&[]);
+    polled_after(&s, "default", placed, "polling to resume after the restart").await;
+    let log = stop(d).await;
+    assert!(!log.contains("not watching"), "{log}");
+    let st = s.store();
+    let id = st.find_account("default").expect("find").expect("the account");
+    let lost_events = st
+        .recent_events(id, 100)
+        .expect("events")
+        .iter()
+        .filter(|e| matches!(e.event, spotguard::event::Event::AccessLost { .. }))
+        .count();
+    assert_eq!(lost_events, 2, "one alert per lost login, none for the restart");
 }
 
 #[tokio::test(flavor = "multi_thread")]
