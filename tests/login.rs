@@ -1,8 +1,9 @@
 //! `spotguard login`, `logout` and the daemon's use of the tokens, end to end: the built
 //! binary against the fake Spotify, driven as a browser would drive it (the authorize URL
 //! from stdout, Spotify's 302, the loopback callback), plus refresh with and without
-//! rotation, a 401 mid-run, revoked access while the daemon runs, the six-month login
-//! warning, and secrets kept out of every log.
+//! rotation, a 401 mid-run, revoked access while the daemon runs, recovery from it through
+//! any other stored login (also across a restart), a daemon and `check` runs refreshing at
+//! once, the six-month login warning, and secrets kept out of every log.
 
 mod common;
 
@@ -559,6 +560,133 @@ async fn revoked_access_alerts_once_the_other_account_goes_on_and_a_new_login_re
     assert_eq!(me["access_lost_at"], Value::Null, "{me}");
     let log = stop(d).await;
     assert_eq!(log.matches("new login found; watching again").count(), 1, "{log}");
+}
+
+/// The last successful poll of `account` came after `t`, and access is not marked lost.
+async fn polled_after(s: &Sandbox, account: &str, t: DateTime<Utc>, what: &str) {
+    s.wait_for_store(what, WAIT, |st| {
+        st.account_status()
+            .expect("status")
+            .iter()
+            .any(|a| a.name == account && a.last_poll_at.is_some_and(|p| p > t) && a.access_lost_at.is_none())
+    })
+    .await;
+}
+
+/// Spotify refuses every refresh token and every access token issued so far, as "Remove
+/// access" and an hour's wait do; waits until the daemon has marked access lost.
+async fn lose_access(s: &Sandbox, account: &str) {
+    s.spotify.revoke_refresh_tokens();
+    s.spotify.expire_access_tokens();
+    s.wait_for_store("access marked lost", WAIT, |st| {
+        st.account_status().expect("status").iter().any(|a| a.name == account && a.access_lost_at.is_some())
+    })
+    .await;
+}
+
+/// Issue 10: the daemon, `check` and `doctor` each refresh on their own, and a rotating
+/// Accounts service makes a refresh token single-use: two processes spending the same one
+/// would lose the login for good. A daemon and two `check` runs meet an expired token at the
+/// same moment (the first refresh is slow, so the others come while it runs), then a 401 on
+/// the refreshed one: each time one refresh is made and the others use its token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_and_two_concurrent_checks_at_token_expiry_never_lose_access_to_a_rotating_login() {
+    let s = Sandbox::new().await;
+    s.spotify.set_rotation(true);
+    let seeded = seed(&s, "default", chrono::Duration::minutes(-1), Utc::now() - chrono::Duration::days(1));
+    s.spotify.expire_access_tokens();
+    let mut spent = vec![seeded.refresh_token.clone().expect("refresh token")];
+    let d = s.spawn_daemon(&[]);
+    for round in 1..=2 {
+        s.spotify.push_token_fault(fake::Fault::Hang { millis: 500 });
+        let started = Utc::now();
+        let (a, b) = tokio::join!(s.run(&["check", "--json"]), s.run(&["check", "--json"]));
+        for out in [&a, &b] {
+            assert_eq!(out.status.code(), Some(0), "round {round}: {}", stderr(out));
+            for secret in &spent {
+                assert!(!stdout(out).contains(secret.expose()) && !stderr(out).contains(secret.expose()));
+            }
+        }
+        polled_after(&s, "default", started, "a daemon poll with the refreshed token").await;
+        assert_eq!(s.spotify.token_requests("refresh_token"), round, "round {round}: one refresh for three");
+        let now = s.tokens().load("default").expect("tokens");
+        assert!(!spent.contains(now.refresh_token.as_ref().expect("refresh token")), "rotated and saved");
+        spent.push(now.refresh_token.clone().expect("refresh token"));
+        // Next round: Spotify refuses the access token everyone now holds.
+        s.spotify.expire_access_tokens();
+    }
+    let file = token_file(&s, "default");
+    let text = std::fs::read(&file).expect("token file");
+    serde_json::from_slice::<Value>(&text).expect("the token file is valid JSON");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&s.path().join("data/tokens/default.lock")), 0o600);
+    let dir: Vec<String> = std::fs::read_dir(file.parent().expect("dir"))
+        .expect("tokens dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(dir.iter().all(|n| n == "default.json" || n == "default.lock"), "no temp file left: {dir:?}");
+    let st = status_of(&s, "default").await;
+    assert_eq!(st["logged_in"], true, "{st}");
+    assert_eq!(st["access_lost_at"], Value::Null, "{st}");
+    let log = stop(d).await;
+    assert!(!log.contains("invalid_grant") && !log.contains("not polling"), "{log}");
+    for secret in &spent {
+        assert!(!log.contains(secret.expose()), "a refresh token in the log");
+    }
+}
+
+/// Issue 10: "access lost" cleared only when `authorized_at` changed, so a good login put in
+/// the store with the same one (a refresh made by `spotguard check` in another process, say)
+/// left the daemon not watching, even across a restart. Another refresh token is another
+/// login: polling resumes, in a running daemon and in one started later; the dead login itself
+/// still keeps a restarted daemon from polling.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_access_lost_another_refresh_token_with_the_same_authorized_at_resumes_polling_also_after_a_restart()
+ {
+    let s = Sandbox::new().await;
+    let authorized_at = Utc::now() - chrono::Duration::days(10);
+    seed(&s, "default", chrono::Duration::hours(1), authorized_at);
+    let d = s.spawn_daemon(&[]);
+    s.wait_for_polls(1, WAIT).await;
+    lose_access(&s, "default").await;
+
+    // Another login with the same authorisation time, while the daemon runs.
+    let placed = Utc::now();
+    seed(&s, "default", chrono::Duration::hours(1), authorized_at);
+    polled_after(&s, "default", placed, "polling to resume in the running daemon").await;
+
+    // Lost again; a restarted daemon with the dead login still stored does not poll.
+    lose_access(&s, "default").await;
+    let log = stop(d).await;
+    assert_eq!(log.matches("new login found; watching again").count(), 1, "{log}");
+    let polls = s.spotify.request_count(DEVICES);
+    let d = s.spawn_daemon(&[]);
+    let log_path = d.log.clone();
+    wait_until("the restarted daemon to say it is not watching", || {
+        std::fs::read_to_string(&log_path).unwrap_or_default().contains("not watching")
+    })
+    .await;
+    // No event marks a skipped tick: give it two ticks (polls are every second) to misbehave.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(s.spotify.request_count(DEVICES), polls, "the dead login is not used");
+    stop(d).await;
+
+    // Another login with the same authorisation time, put in place while no daemon runs.
+    let placed = Utc::now();
+    seed(&s, "default", chrono::Duration::hours(1), authorized_at);
+    let d = s.spawn_daemon(&[]);
+    polled_after(&s, "default", placed, "polling to resume after the restart").await;
+    let log = stop(d).await;
+    assert!(!log.contains("not watching"), "{log}");
+    let st = s.store();
+    let id = st.find_account("default").expect("find").expect("the account");
+    let lost_events = st
+        .recent_events(id, 100)
+        .expect("events")
+        .iter()
+        .filter(|e| matches!(e.event, spotguard::event::Event::AccessLost { .. }))
+        .count();
+    assert_eq!(lost_events, 2, "one alert per lost login, none for the restart");
 }
 
 #[tokio::test(flavor = "multi_thread")]

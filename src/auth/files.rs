@@ -3,10 +3,13 @@
 //! At `<data dir>/tokens/<account>.json`, mode 0600 in a 0700 directory, written atomically
 //! (temp file, fsync, rename): a crash leaves the old tokens or the new ones, never half.
 //! A file that group or others can read is refused, as ssh refuses such keys.
+//! `<account>.lock` beside it is the account's token lock ([`super::lock`]); writers hold it,
+//! so the fixed temp file name is never written by two processes at once.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::lock::{self, TokenLock};
 use super::{AuthError, TOKEN_FILE_VERSION, TokenSet};
 
 /// The token files of one installation.
@@ -29,6 +32,14 @@ impl TokenFiles {
             return Err(AuthError::BadAccountName(account.to_string()));
         }
         Ok(self.dir.join(format!("{account}.json")))
+    }
+
+    /// Takes the token lock of `account` (see [`super::lock`]), creating the directory.
+    pub async fn lock(&self, account: &str) -> Result<TokenLock, AuthError> {
+        self.path(account)?;
+        let path = lock::path(&self.dir, account);
+        create_private_dir(&self.dir).map_err(|source| AuthError::Lock { path: path.clone(), source })?;
+        lock::acquire(&path, lock::LOCK_WAIT).await
     }
 
     /// Reads the tokens of `account`, refusing a file others can read.

@@ -5,14 +5,18 @@
 //! authorization codes and PKCE verifiers are all secrets.
 //! - [`files`]: the 0600 token files.
 //! - [`keyring`]: the OS secret store (freedesktop Secret Service) on Linux.
+//! - [`lock`]: the per-account lock (a `flock`ed file beside the token files, whatever the
+//!   backend) under which a process loads, refreshes and saves, so processes never spend
+//!   one refresh token twice.
 //! - [`oauth`]: the Accounts service: code exchange and refresh (oauth2 crate, PKCE).
 //! - [`login`]: `spotguard login`'s loopback callback listener.
-//! - [`session`]: one account's tokens in use: refresh before expiry and after a 401,
-//!   the rotated refresh token saved before the new access token is used.
+//! - [`session`]: one account's tokens in use: refresh before expiry and after a 401, under
+//!   the lock, the rotated refresh token saved before the new access token is used.
 
 pub mod files;
 #[cfg(all(unix, not(target_os = "macos")))]
 pub mod keyring;
+pub mod lock;
 pub mod login;
 pub mod oauth;
 pub mod session;
@@ -22,9 +26,11 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::config::TokenStoreKind;
 pub use files::TokenFiles;
+pub use lock::TokenLock;
 pub use session::Session;
 
 /// A token or other credential. Its `Debug` is `Secret(***)`; it has no `Display`.
@@ -80,6 +86,13 @@ pub enum AuthError {
     Damaged { path: PathBuf, reason: String },
     #[error("cannot access token file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "another spotguard process has been refreshing these tokens for over {waited}s (it holds {path}); \
+         try again, or stop the process that hangs"
+    )]
+    LockBusy { path: PathBuf, waited: u64 },
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
     #[error("account name {0:?} is not allowed: use letters, digits, '-' and '_'")]
     BadAccountName(String),
     #[cfg(all(unix, not(target_os = "macos")))]
@@ -108,17 +121,36 @@ impl TokenSet {
     pub fn login_expires_at(&self) -> DateTime<Utc> {
         self.authorized_at.checked_add_months(Months::new(6)).unwrap_or(self.authorized_at)
     }
+
+    /// What tells this login from another without being a secret: the first 16 hex digits
+    /// of a SHA-256 of its refresh token (of its access token if it has none). The refresh
+    /// token is what dies with `invalid_grant`, so a token set with another one is another
+    /// login, whatever its `authorized_at` says. 64 bits of a hash of a long random token
+    /// reveal nothing usable, and are plenty to tell a handful of logins apart.
+    pub fn login_fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        match &self.refresh_token {
+            Some(r) => hash.update(format!("spotguard refresh token\0{}", r.expose())),
+            None => hash.update(format!("spotguard access token\0{}", self.access_token.expose())),
+        }
+        hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Where token sets are kept: the 0600 files, the OS secret store, or (auto) the secret
 /// store where one answers and the files otherwise. In auto mode a save to the secret store
 /// removes the file copy, so a file that exists is always the newest copy (a save that fell
 /// back to the file while the secret store was locked): auto reads the file first.
+/// Every backend takes its [`lock`] in the token files' directory.
 #[derive(Debug, Clone)]
 pub enum TokenStore {
     Files(TokenFiles),
     #[cfg(all(unix, not(target_os = "macos")))]
-    Keyring(keyring::Keyring),
+    Keyring {
+        keyring: keyring::Keyring,
+        /// Only for the lock file: this backend writes no token file.
+        locks: TokenFiles,
+    },
     #[cfg(all(unix, not(target_os = "macos")))]
     Auto {
         keyring: keyring::Keyring,
@@ -132,7 +164,7 @@ impl TokenStore {
         #[cfg(all(unix, not(target_os = "macos")))]
         return Ok(match kind {
             TokenStoreKind::File => TokenStore::Files(files),
-            TokenStoreKind::Keyring => TokenStore::Keyring(keyring::Keyring),
+            TokenStoreKind::Keyring => TokenStore::Keyring { keyring: keyring::Keyring, locks: files },
             TokenStoreKind::Auto => TokenStore::Auto { keyring: keyring::Keyring, files },
         });
         #[cfg(not(all(unix, not(target_os = "macos"))))]
@@ -142,13 +174,24 @@ impl TokenStore {
         }
     }
 
+    /// Takes `account`'s token lock, waiting at most [`lock::LOCK_WAIT`] for another process.
+    /// Hold it across load, refresh and save; a login or logout holds it to write.
+    pub async fn lock(&self, account: &str) -> Result<TokenLock, AuthError> {
+        match self {
+            TokenStore::Files(files) => files.lock(account).await,
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Keyring { locks: files, .. } | TokenStore::Auto { files, .. } => {
+                files.lock(account).await
+            }
+        }
+    }
+
     pub async fn load(&self, account: &str) -> Result<TokenSet, AuthError> {
         match self {
             TokenStore::Files(f) => f.load(account),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(k) => k.load(account).await?.ok_or_else(|| AuthError::NotLoggedIn {
-                account: account.to_string(),
-                place: "the OS secret store".into(),
+            TokenStore::Keyring { keyring: k, .. } => k.load(account).await?.ok_or_else(|| {
+                AuthError::NotLoggedIn { account: account.to_string(), place: "the OS secret store".into() }
             }),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => match files.load(account) {
@@ -168,7 +211,7 @@ impl TokenStore {
         match self {
             TokenStore::Files(f) => f.save(account, tokens),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(k) => Ok(k.save(account, tokens).await?),
+            TokenStore::Keyring { keyring: k, .. } => Ok(k.save(account, tokens).await?),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => match keyring.save(account, tokens).await {
                 Ok(()) => {
@@ -189,7 +232,7 @@ impl TokenStore {
         match self {
             TokenStore::Files(f) => f.remove(account),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(k) => Ok(k.remove(account).await?),
+            TokenStore::Keyring { keyring: k, .. } => Ok(k.remove(account).await?),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => {
                 let in_keyring = match keyring.remove(account).await {
@@ -208,12 +251,60 @@ impl TokenStore {
         match self {
             TokenStore::Files(f) => file(f),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Keyring(_) => "the OS secret store".into(),
+            TokenStore::Keyring { .. } => "the OS secret store".into(),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => match keyring.load(account).await {
                 Ok(Some(_)) => "the OS secret store".into(),
                 _ => file(files),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(access: &str, refresh: Option<&str>) -> TokenSet {
+        TokenSet::new_login(Secret::new(access), refresh.map(Secret::new), chrono::Duration::hours(1))
+    }
+
+    #[test]
+    fn the_login_fingerprint_follows_the_refresh_token_and_hides_it() {
+        let a = login("at-1", Some("rt-secret-value-1"));
+        let fp = a.login_fingerprint();
+        assert_eq!(fp.len(), 16);
+        assert!(fp.chars().all(|c| c.is_ascii_hexdigit()), "{fp}");
+        assert!(!fp.contains("secret"));
+        // A refresh without rotation (new access token, same refresh token): the same login.
+        let refreshed = TokenSet { access_token: Secret::new("at-2"), ..a.clone() };
+        assert_eq!(refreshed.login_fingerprint(), fp);
+        // Another refresh token, same authorisation time: another login.
+        let other = TokenSet { refresh_token: Some(Secret::new("rt-secret-value-2")), ..a.clone() };
+        assert_ne!(other.login_fingerprint(), fp);
+        // Without a refresh token the access token tells logins apart.
+        assert_ne!(login("at-1", None).login_fingerprint(), login("at-2", None).login_fingerprint());
+        assert_ne!(login("x", None).login_fingerprint(), login("y", Some("x")).login_fingerprint());
+    }
+
+    /// Every backend locks the same file, so processes agree whatever `auth.token_store` says.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    #[tokio::test]
+    async fn every_backend_takes_the_same_lock_beside_the_token_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TokenFiles::new(dir.path().join("tokens"));
+        let kinds = [TokenStoreKind::File, TokenStoreKind::Keyring, TokenStoreKind::Auto];
+        for kind in kinds {
+            let store = TokenStore::new(kind, files.clone()).expect("store");
+            let held = store.lock("default").await.expect("lock");
+            assert!(dir.path().join("tokens/default.lock").is_file(), "{kind:?}");
+            for second in kinds {
+                let other = TokenStore::new(second, files.clone()).expect("store");
+                let waited =
+                    tokio::time::timeout(std::time::Duration::from_millis(60), other.lock("default")).await;
+                assert!(waited.is_err(), "{kind:?} and {second:?} exclude each other");
+            }
+            drop(held);
         }
     }
 }

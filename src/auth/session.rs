@@ -5,9 +5,15 @@
 //! truth: it is read again before every refresh and after every 401, so a new `spotguard
 //! login` is adopted instead of being overwritten by a refresh of the old login. The access
 //! token is refreshed when it is within [`REFRESH_MARGIN`] of expiry, and once after a 401.
-//! A refresh saves the new token set (with the rotated refresh token) atomically *before*
-//! the new access token is used: Spotify's PKCE refresh tokens are single-use, and a crash
-//! between the two must not lock the person out. Refreshes of one account are serialised.
+//!
+//! A refresh runs under the account's token lock ([`super::lock`]): load, refresh, save,
+//! release. The store is read again once the lock is held, and a token another process
+//! refreshed meanwhile is used as it is: a refresh token is never spent twice, by this
+//! process or another (the daemon, `check` and `doctor` all refresh). The new token set
+//! (with the rotated refresh token) is saved atomically *before* the new access token is
+//! used: a crash between the two must not lock the person out. An `invalid_grant` makes the
+//! session look at the store once more: a writer that takes no lock (an older spotguard, a
+//! token put in place by hand) may have put another login there, which is then used.
 
 use std::time::Duration;
 
@@ -28,6 +34,14 @@ pub enum SessionError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The login is over (`invalid_grant`, or no refresh token left).
+    #[error("{cause}")]
+    AccessLost {
+        /// The dead login's [`TokenSet::login_fingerprint`]: what the daemon waits to see
+        /// replaced before polling again.
+        login: String,
+        cause: TokenError,
+    },
     #[error(
         "the access token is no longer accepted and cannot be refreshed without a Client ID: set \
          spotify.client_id in the config"
@@ -38,12 +52,24 @@ pub enum SessionError {
 impl SessionError {
     /// The login is over: only `spotguard login` helps.
     pub fn is_access_lost(&self) -> bool {
-        matches!(self, SessionError::Token(TokenError::Revoked | TokenError::NoRefreshToken))
+        matches!(self, SessionError::AccessLost { .. })
+    }
+
+    /// The fingerprint of the login that is over, if that is what this error says.
+    pub fn lost_login(&self) -> Option<&str> {
+        match self {
+            SessionError::AccessLost { login, .. } => Some(login),
+            _ => None,
+        }
     }
 
     /// Trying again later may work.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SessionError::Token(e) if e.is_transient())
+        match self {
+            SessionError::Token(e) => e.is_transient(),
+            SessionError::Auth(AuthError::LockBusy { .. }) => true,
+            _ => false,
+        }
     }
 }
 
@@ -72,8 +98,8 @@ pub struct Session {
     store: TokenStore,
     /// `None` when no Client ID is configured: tokens then work until they expire.
     oauth: Option<OAuth>,
-    /// The token set in use. Held across a refresh so two callers never spend the same
-    /// single-use refresh token.
+    /// The token set in use. Held across a refresh so two callers of this session wait for
+    /// one refresh (the token lock does the same between processes, and between sessions).
     held: Mutex<Held>,
 }
 
@@ -109,25 +135,18 @@ impl Session {
         if let Some(t) = held.tokens.as_ref().filter(|t| !expiring(t)) {
             return Ok(Access::of(t));
         }
-        // First use, or time to refresh: the store may hold a newer login (unless it holds
-        // a spent token because the last save failed).
-        let tokens = match (&held.tokens, held.unsaved) {
-            (Some(t), true) => t.clone(),
-            _ => self.store.load(&self.account).await?,
-        };
+        // First use, or time to refresh: the store may hold a newer login.
+        let tokens = self.current(&held).await?;
         if !expiring(&tokens) {
-            let access = Access::of(&tokens);
-            held.tokens = Some(tokens);
-            return Ok(access);
+            return Ok(hold(&mut held, tokens));
         }
-        match self.refresh(&tokens, &mut held).await {
+        match self.refresh_locked(&mut held, None).await {
             Ok(access) => Ok(access),
-            // The token endpoint is down but the token still works for a moment: use it.
+            // The token endpoint is down (or another process's refresh hangs) but the token
+            // still works for a moment: use it.
             Err(e) if e.is_transient() && tokens.expires_at > Utc::now() => {
                 tracing::debug!(account = %self.account, "refresh failed ({e}); the current token still works");
-                let access = Access::of(&tokens);
-                held.tokens = Some(tokens);
-                Ok(access)
+                Ok(hold(&mut held, tokens))
             }
             Err(e) => {
                 if !held.unsaved {
@@ -143,23 +162,69 @@ impl Session {
     pub async fn after_unauthorized(&self, rejected: &Secret) -> Result<Access, SessionError> {
         let mut held = self.held.lock().await;
         self.retry_save(&mut held).await;
-        let tokens = match (&held.tokens, held.unsaved) {
-            (Some(t), true) => t.clone(),
-            _ => self.store.load(&self.account).await?,
-        };
+        let tokens = self.current(&held).await?;
         if &tokens.access_token != rejected {
-            let access = Access::of(&tokens);
-            held.tokens = Some(tokens);
-            return Ok(access);
+            return Ok(hold(&mut held, tokens));
         }
-        self.refresh(&tokens, &mut held).await
+        self.refresh_locked(&mut held, Some(rejected)).await
     }
 
-    /// Refreshes `tokens`, saves the result, and holds it.
-    async fn refresh(&self, tokens: &TokenSet, held: &mut Held) -> Result<Access, SessionError> {
+    /// The token set to start from: the store's, unless it holds a spent token because the
+    /// last save failed.
+    async fn current(&self, held: &Held) -> Result<TokenSet, AuthError> {
+        match (&held.tokens, held.unsaved) {
+            (Some(t), true) => Ok(t.clone()),
+            _ => self.store.load(&self.account).await,
+        }
+    }
+
+    /// Under the token lock: the store's token if another process refreshed it meanwhile,
+    /// else one refresh, saved before the lock is released. `rejected`: an access token
+    /// Spotify refused, which does not count as usable however long it has left.
+    async fn refresh_locked(
+        &self,
+        held: &mut Held,
+        rejected: Option<&Secret>,
+    ) -> Result<Access, SessionError> {
         let oauth = self.oauth.as_ref().ok_or(SessionError::NoClientId)?;
-        let next = oauth.refresh(tokens).await?;
-        // Saved before use: the old refresh token is already spent.
+        let _lock = self.store.lock(&self.account).await?;
+        let tokens = self.current(held).await?;
+        if usable(&tokens, rejected) {
+            tracing::debug!(account = %self.account, "the stored token was refreshed meanwhile (by another process); using it");
+            return Ok(hold(held, tokens));
+        }
+        let cause = match oauth.refresh(&tokens).await {
+            Ok(next) => return Ok(self.keep(next, held).await),
+            Err(e @ TokenError::Revoked) => e,
+            Err(e @ TokenError::NoRefreshToken) => return Err(lost(&tokens, e)),
+            Err(e) => return Err(e.into()),
+        };
+        // Once more from the store: another login may have been put there by a writer that
+        // takes no lock. The same refresh token there is the dead one.
+        let again = match self.store.load(&self.account).await {
+            Ok(t) if t.refresh_token.is_some() && t.refresh_token != tokens.refresh_token => t,
+            _ => return Err(lost(&tokens, cause)),
+        };
+        tracing::info!(account = %self.account, "the refresh token was refused, but the store holds another login; using it");
+        held.unsaved = false;
+        if usable(&again, rejected) {
+            return Ok(hold(held, again));
+        }
+        match oauth.refresh(&again).await {
+            Ok(next) => Ok(self.keep(next, held).await),
+            Err(e @ (TokenError::Revoked | TokenError::NoRefreshToken)) => {
+                held.tokens = None;
+                Err(lost(&again, e))
+            }
+            Err(e) => {
+                held.tokens = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Saves freshly refreshed tokens (the old refresh token is already spent) and holds them.
+    async fn keep(&self, next: TokenSet, held: &mut Held) -> Access {
         held.unsaved = match self.store.save(&self.account, &next).await {
             Ok(()) => false,
             Err(e) => {
@@ -171,15 +236,17 @@ impl Session {
             }
         };
         tracing::debug!(account = %self.account, expires_at = %next.expires_at, "access token refreshed");
-        let access = Access::of(&next);
-        held.tokens = Some(next);
-        Ok(access)
+        hold(held, next)
     }
 
-    /// Saves tokens whose save failed before.
+    /// Saves tokens whose save failed before, under the token lock.
     async fn retry_save(&self, held: &mut Held) {
         if let (true, Some(t)) = (held.unsaved, &held.tokens) {
-            match self.store.save(&self.account, t).await {
+            let saved = match self.store.lock(&self.account).await {
+                Ok(_lock) => self.store.save(&self.account, t).await,
+                Err(e) => Err(e),
+            };
+            match saved {
                 Ok(()) => {
                     held.unsaved = false;
                     tracing::info!(account = %self.account, "the refreshed tokens are saved now");
@@ -190,9 +257,26 @@ impl Session {
     }
 }
 
+/// Holds `tokens` as the ones in use and returns their access token.
+fn hold(held: &mut Held, tokens: TokenSet) -> Access {
+    let access = Access::of(&tokens);
+    held.tokens = Some(tokens);
+    access
+}
+
+/// The login of `tokens` is over.
+fn lost(tokens: &TokenSet, cause: TokenError) -> SessionError {
+    SessionError::AccessLost { login: tokens.login_fingerprint(), cause }
+}
+
 fn expiring(t: &TokenSet) -> bool {
     let margin = chrono::Duration::from_std(REFRESH_MARGIN).unwrap_or(chrono::Duration::minutes(2));
     t.expires_at - margin <= Utc::now()
+}
+
+/// Whether `t` can be used without a refresh: not about to expire, and not refused.
+fn usable(t: &TokenSet, rejected: Option<&Secret>) -> bool {
+    !expiring(t) && Some(&t.access_token) != rejected
 }
 
 #[cfg(test)]
@@ -207,7 +291,15 @@ mod tests {
         _dir: tempfile::TempDir,
         fake: FakeSpotify,
         files: TokenFiles,
+        oauth: OAuth,
         session: Session,
+    }
+
+    impl Setup {
+        /// Another session on the same store, as another process would have.
+        fn another_session(&self) -> Session {
+            Session::new("default", TokenStore::Files(self.files.clone()), Some(self.oauth.clone()))
+        }
     }
 
     /// A session on a fresh login whose access token expires `expires_in` from now.
@@ -228,8 +320,8 @@ mod tests {
         let http = reqwest::Client::builder().no_proxy().build().expect("http");
         let oauth =
             OAuth::new(CLIENT, &fake.accounts_base(), "http://127.0.0.1:1/callback", http).expect("oauth");
-        let session = Session::new("default", TokenStore::Files(files.clone()), Some(oauth));
-        Setup { _dir: dir, fake, files, session }
+        let session = Session::new("default", TokenStore::Files(files.clone()), Some(oauth.clone()));
+        Setup { _dir: dir, fake, files, oauth, session }
     }
 
     #[tokio::test]
@@ -277,6 +369,116 @@ mod tests {
         let e = s.session.access().await.expect_err("revoked");
         assert!(e.is_access_lost(), "{e}");
         assert!(e.to_string().contains("invalid_grant"), "{e}");
+        let stored = s.files.load("default").expect("load");
+        assert_eq!(e.lost_login(), Some(stored.login_fingerprint().as_str()), "names the dead login");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1, "the same token is not tried again");
+        let secret = stored.refresh_token.expect("refresh token");
+        assert!(!format!("{e} {e:?}").contains(secret.expose()), "no secret in the error");
+    }
+
+    /// Waits until the fake has received `n` refresh requests (answered or not).
+    async fn refresh_requests(s: &Setup, n: usize) {
+        let start = std::time::Instant::now();
+        while s.fake.handle().token_requests("refresh_token") < n {
+            assert!(start.elapsed() < Duration::from_secs(10), "no refresh request came");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Issue 10: the login was replaced while the refresh was in flight, by a writer that
+    /// takes no lock; the refused refresh is followed by one with the stored login.
+    #[tokio::test]
+    async fn invalid_grant_then_another_stored_refresh_token_is_retried_and_works() {
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        let before = s.files.load("default").expect("load");
+        // The session's refresh hangs a moment at the fake, long enough to replace the login.
+        s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
+        let replace = async {
+            refresh_requests(&s, 1).await;
+            // Its refresh token dies, and another login (same authorisation time, another
+            // refresh token, an access token about to expire) is written to the store.
+            s.fake.handle().revoke_refresh_tokens();
+            let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
+            let other = TokenSet {
+                access_token: Secret::new(access),
+                refresh_token: Some(Secret::new(refresh)),
+                expires_at: Utc::now() + chrono::Duration::seconds(30),
+                ..before.clone()
+            };
+            s.files.save("default", &other).expect("save");
+            other
+        };
+        let (access, other) = tokio::join!(s.session.access(), replace);
+        let access = access.expect("retried with the stored login");
+        let after = s.files.load("default").expect("load");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 2, "one refused, one retried");
+        assert_eq!(access.token, after.access_token, "what is used is what is stored");
+        assert_ne!(after.access_token, other.access_token, "the stored login was refreshed");
+        assert_ne!(after.refresh_token, other.refresh_token, "and its rotated refresh token saved");
+        assert_eq!(after.authorized_at, before.authorized_at);
+    }
+
+    /// The same, when the stored login has a good access token: it is used as it is.
+    #[tokio::test]
+    async fn invalid_grant_then_another_stored_login_with_a_good_token_uses_it_without_a_refresh() {
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        let before = s.files.load("default").expect("load");
+        s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
+        let replace = async {
+            refresh_requests(&s, 1).await;
+            s.fake.handle().revoke_refresh_tokens();
+            let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
+            let other = TokenSet {
+                access_token: Secret::new(access),
+                refresh_token: Some(Secret::new(refresh)),
+                expires_at: Utc::now() + chrono::Duration::hours(1),
+                ..before.clone()
+            };
+            s.files.save("default", &other).expect("save");
+            other
+        };
+        let (access, other) = tokio::join!(s.session.access(), replace);
+        assert_eq!(access.expect("the stored login").token, other.access_token);
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        assert_eq!(s.files.load("default").expect("load"), other, "left as it was");
+    }
+
+    /// Two sessions (as the daemon and `spotguard check` have) find the token expiring at
+    /// the same moment, against a rotating token endpoint: one refreshes, under the lock;
+    /// the other takes the lock after it, finds the new token in the store and uses it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_sessions_refreshing_at_once_spend_the_refresh_token_once() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        let before = s.files.load("default").expect("load");
+        // The first refresh is slow, so the second session surely comes while it runs.
+        s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
+        let other = s.another_session();
+        let (a, b) = tokio::join!(s.session.access(), other.access());
+        let (a, b) = (a.expect("first"), b.expect("second"));
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1, "the refresh token was spent once");
+        assert_eq!(a.token, b.token, "both use the one new token");
+        let after = s.files.load("default").expect("load");
+        assert_eq!(after.access_token, a.token);
+        assert_ne!(after.refresh_token, before.refresh_token, "rotated and saved");
+        // And the new refresh token is the good one: the next refresh works.
+        s.fake.handle().expire_access_tokens();
+        assert!(other.after_unauthorized(&b.token).await.is_ok());
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_waits_for_the_token_lock_and_a_busy_lock_is_transient() {
+        let s = setup(chrono::Duration::seconds(-30)).await;
+        let held = TokenStore::Files(s.files.clone()).lock("default").await.expect("lock");
+        // Another process holds the lock: this refresh waits (bounded), then fails as transient.
+        let waiting = tokio::time::timeout(Duration::from_millis(300), s.session.access()).await;
+        assert!(waiting.is_err(), "still waiting for the lock");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 0, "nothing spent while locked");
+        drop(held);
+        s.session.access().await.expect("refreshed once the lock is free");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
+        let busy = SessionError::Auth(AuthError::LockBusy { path: "x".into(), waited: 40 });
+        assert!(busy.is_transient() && !busy.is_access_lost());
     }
 
     #[tokio::test]

@@ -55,7 +55,12 @@ impl Cmd {
         })?;
         let user =
             ctx.client.me(&tokens.access_token).await.context("logged in, but cannot read the account")?;
-        ctx.tokens.save(&account.name, &tokens).await?;
+        {
+            // Under the token lock: a refresh of the old login in flight elsewhere finishes
+            // first instead of overwriting this login with its save.
+            let _lock = ctx.tokens.lock(&account.name).await?;
+            ctx.tokens.save(&account.name, &tokens).await?;
+        }
         let label = match user.display_name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => format!("\u{201c}{}\u{201d} ({})", terminal(name), terminal(&user.id)),
             None => terminal(&user.id),
@@ -83,7 +88,12 @@ pub struct LogoutCmd {
 impl LogoutCmd {
     pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
         let account = super::pick_account(&ctx, self.account.as_deref()).await?;
-        if ctx.tokens.remove(&account.name).await? {
+        // Under the token lock, so a refresh in flight cannot write the tokens back.
+        let removed = {
+            let _lock = ctx.tokens.lock(&account.name).await?;
+            ctx.tokens.remove(&account.name).await?
+        };
+        if removed {
             println!("Removed the stored tokens of account {}.", account.name);
         } else {
             println!("Account {} had no stored tokens.", account.name);

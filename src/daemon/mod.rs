@@ -436,8 +436,11 @@ struct LoopState {
     backoff: Backoff,
     /// The last failure's message: a repeat of it is not logged again.
     last_error: Option<String>,
-    /// Access is lost: the authorisation time of the dead login. Polling waits for a newer one.
-    lost: Option<DateTime<Utc>>,
+    /// Access is lost: polling waits for the token store to hold another login than the
+    /// dead one. Inside, the dead login's fingerprint ([`crate::auth::TokenSet::login_fingerprint`]);
+    /// `None` when it is not known (lost before spotguard kept it, and no tokens stored at
+    /// start): then any stored login counts as another.
+    lost: Option<Option<String>>,
     /// Since when no poll has succeeded: the last success, or this run's start. Measured on
     /// the monotonic clock, which stands still in a suspend: a laptop's night is no outage.
     outage: Option<(Instant, DateTime<Utc>)>,
@@ -453,25 +456,37 @@ struct LoopState {
 /// Shown-from-memory alerts remembered at most; past it the memory starts again.
 const MAX_SHOWN_UNRECORDED: usize = 1000;
 
-/// At start: the dead login's authorisation time, if access was lost and no new login
-/// happened since (the token store still holds the old one).
-async fn lost_login(ctx: &Context, session: &Session, account: &Account) -> Option<DateTime<Utc>> {
+/// At start: the dead login, if access was lost and the token store holds no other login
+/// (persisted by fingerprint, so a token put in place while the daemon was stopped counts).
+async fn lost_login(ctx: &Context, session: &Session, account: &Account) -> Option<Option<String>> {
     let id = account.id;
-    let lost_at = ctx.store.call(move |s| s.access_lost_at(id)).await.ok().flatten()?;
-    match session.stored().await {
-        Ok(t) if t.authorized_at > lost_at => {
+    let (lost_at, dead) =
+        ctx.store.call(move |s| Ok((s.access_lost_at(id)?, s.lost_login(id)?))).await.ok()?;
+    let lost_at = lost_at?;
+    let stored = session.stored().await;
+    let dead = match (dead, &stored) {
+        (Some(dead), _) => Some(dead),
+        // Lost before fingerprints were kept: the stored login is the dead one unless it was
+        // authorised after access was lost.
+        (None, Ok(t)) if t.authorized_at <= lost_at => Some(t.login_fingerprint()),
+        (None, _) => None,
+    };
+    match stored {
+        Ok(t) if dead.as_deref() != Some(t.login_fingerprint().as_str()) => {
             let _ = ctx.store.call(move |s| s.clear_access_lost(id)).await;
             None
         }
-        Ok(t) => Some(t.authorized_at),
-        Err(_) => Some(lost_at),
+        _ => Some(dead),
     }
 }
 
-/// While access is lost: whether a new login appeared (read from the store, no network).
+/// While access is lost: whether the token store holds another login than the dead one (read
+/// from the store, no network). Another refresh token is another login, whatever its
+/// `authorized_at`: a refresh made by `spotguard check`, say, or tokens put in place.
 async fn relogged(ctx: &Context, session: &Session, account: &Account, state: &mut LoopState) -> bool {
+    let Some(dead) = &state.lost else { return true };
     match session.stored().await {
-        Ok(t) if Some(t.authorized_at) != state.lost => {
+        Ok(t) if dead.as_deref() != Some(t.login_fingerprint().as_str()) => {
             let id = account.id;
             if let Err(e) = ctx.store.call(move |s| s.clear_access_lost(id)).await {
                 tracing::error!("cannot record the new login: {e}");
@@ -582,12 +597,14 @@ async fn poll_and_deliver(
             }
         }
         Err(e) if e.is_access_lost() => {
-            let (id, reason) = (account.id, e.to_string());
-            match ctx.store.call(move |s| s.mark_access_lost(id, Utc::now(), &reason)).await {
+            let dead = e.lost_login().map(str::to_string);
+            let (id, reason, login) = (account.id, e.to_string(), dead.clone());
+            match ctx.store.call(move |s| s.mark_access_lost(id, Utc::now(), &reason, login.as_deref())).await
+            {
                 Ok(event) => deliver |= event.is_some(),
                 Err(se) => tracing::error!("cannot record the lost access: {se}"),
             }
-            state.lost = Some(session.stored().await.map(|t| t.authorized_at).unwrap_or_else(|_| Utc::now()));
+            state.lost = Some(dead);
             tracing::error!(
                 account = %account.name,
                 "{e}; not polling this account until `spotguard login --account {}`",

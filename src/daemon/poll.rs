@@ -53,6 +53,14 @@ impl PollError {
     pub fn is_access_lost(&self) -> bool {
         matches!(self, PollError::Session(e) if e.is_access_lost())
     }
+
+    /// The fingerprint of the login that is over, when access is lost.
+    pub fn lost_login(&self) -> Option<&str> {
+        match self {
+            PollError::Session(e) => e.lost_login(),
+            _ => None,
+        }
+    }
 }
 
 /// A watched account.

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_signout.sql"),
     include_str!("migrations/006_never_silent.sql"),
     include_str!("migrations/007_full_poll.sql"),
+    include_str!("migrations/008_lost_login.sql"),
 ];
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
@@ -662,14 +663,18 @@ impl Store {
     }
 
     /// Records that Spotify no longer accepts the account's login, with its event, once.
+    /// `login` is the dead login's fingerprint (never a token); it is kept (replaced if
+    /// access was already lost) so that a restarted daemon knows which login not to use.
     /// Returns the event's id, or `None` if access was already marked lost.
     pub fn mark_access_lost(
         &mut self,
         account: AccountId,
         now: DateTime<Utc>,
         reason: &str,
+        login: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
         let tx = self.conn.transaction()?;
+        exec(&tx, "UPDATE accounts SET lost_login = ?2 WHERE id = ?1", params![account, login])?;
         let n = exec(
             &tx,
             "UPDATE accounts SET access_lost_at = ?2 WHERE id = ?1 AND access_lost_at IS NULL",
@@ -698,6 +703,18 @@ impl Store {
         Ok(at.map(time))
     }
 
+    /// The fingerprint of the login that was lost, if access is lost and it is known.
+    pub fn lost_login(&self, account: AccountId) -> Result<Option<String>, StoreError> {
+        Ok(row(
+            &self.conn,
+            "SELECT lost_login FROM accounts WHERE id = ?1 AND access_lost_at IS NOT NULL",
+            [account],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten())
+    }
+
     /// A new login: access is back, and who it is, recorded as an event.
     pub fn record_login(
         &mut self,
@@ -709,7 +726,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         exec(
             &tx,
-            "UPDATE accounts SET access_lost_at = NULL, spotify_user = ?2, authorized_at = ?3 WHERE id = ?1",
+            "UPDATE accounts SET access_lost_at = NULL, lost_login = NULL, spotify_user = ?2, authorized_at = ?3
+             WHERE id = ?1",
             params![account, user, ms(authorized_at)],
         )?;
         insert_event(&tx, account, None, now, &Event::LoggedIn { user: user.to_string() }, Some(now))?;
@@ -717,9 +735,13 @@ impl Store {
         Ok(())
     }
 
-    /// Clears a lost-access mark when a newer login is found in the token store.
+    /// Clears a lost-access mark when another login is found in the token store.
     pub fn clear_access_lost(&self, account: AccountId) -> Result<(), StoreError> {
-        exec(&self.conn, "UPDATE accounts SET access_lost_at = NULL WHERE id = ?1", [account])?;
+        exec(
+            &self.conn,
+            "UPDATE accounts SET access_lost_at = NULL, lost_login = NULL WHERE id = ?1",
+            [account],
+        )?;
         Ok(())
     }
 

@@ -291,18 +291,49 @@ fn an_uncommitted_poll_leaves_nothing() {
 fn access_lost_is_recorded_once_until_a_new_login() {
     let (_d, mut store) = open();
     let a = store.account("default", t(0)).expect("account");
-    assert!(store.mark_access_lost(a, t(1), "invalid_grant").expect("mark").is_some());
-    assert!(store.mark_access_lost(a, t(2), "invalid_grant").expect("again").is_none(), "one event");
+    assert!(store.mark_access_lost(a, t(1), "invalid_grant", Some("aaaa")).expect("mark").is_some());
+    assert!(
+        store.mark_access_lost(a, t(2), "invalid_grant", Some("aaaa")).expect("again").is_none(),
+        "one event"
+    );
     assert_eq!(store.access_lost_at(a).expect("lost"), Some(t(1)));
     assert_eq!(store.undelivered(10).expect("outbox").len(), 1);
     store.record_login(a, t(3), "Ann", t(3)).expect("login");
     assert_eq!(store.access_lost_at(a).expect("lost"), None);
+    assert_eq!(store.lost_login(a).expect("login"), None, "a login forgets the dead one");
     let s = &store.account_status().expect("status")[0];
     assert_eq!(s.spotify_user.as_deref(), Some("Ann"));
     assert!(
-        store.mark_access_lost(a, t(4), "invalid_grant").expect("mark").is_some(),
+        store.mark_access_lost(a, t(4), "invalid_grant", Some("bbbb")).expect("mark").is_some(),
         "a new login can be lost again"
     );
+}
+
+/// Issue 10: which login died is kept (as a fingerprint) until another login replaces it,
+/// so a restarted daemon can tell the dead login from a new one with the same authorisation time.
+#[test]
+fn the_lost_login_is_kept_until_access_is_back() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    let b = store.account("other", t(0)).expect("account");
+    assert_eq!(store.lost_login(a).expect("none yet"), None);
+    store.mark_access_lost(a, t(1), "invalid_grant", Some("aaaa")).expect("mark");
+    assert_eq!(store.lost_login(a).expect("kept").as_deref(), Some("aaaa"));
+    assert_eq!(store.lost_login(b).expect("other account"), None);
+    // Lost again while still lost (a second login that died before polling resumed): the
+    // newest dead login is the one to compare with, and there is still one event.
+    assert!(store.mark_access_lost(a, t(2), "invalid_grant", Some("cccc")).expect("again").is_none());
+    assert_eq!(store.lost_login(a).expect("replaced").as_deref(), Some("cccc"));
+    assert_eq!(store.access_lost_at(a).expect("lost"), Some(t(1)));
+    store.clear_access_lost(a).expect("clear");
+    assert_eq!(store.lost_login(a).expect("cleared"), None);
+    assert_eq!(store.access_lost_at(a).expect("cleared"), None);
+    // Kept across a reopen, as across a daemon restart.
+    store.mark_access_lost(a, t(3), "invalid_grant", Some("dddd")).expect("mark");
+    let path = store.path().to_path_buf();
+    drop(store);
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(store.lost_login(a).expect("kept").as_deref(), Some("dddd"));
 }
 
 #[test]
@@ -327,6 +358,7 @@ fn migrating_a_version_1_database_keeps_its_data() {
     let store = Store::open(&path).expect("migrates");
     assert_eq!(store.find_account("old").expect("find"), Some(1));
     assert_eq!(store.access_lost_at(1).expect("new column"), None);
+    assert_eq!(store.lost_login(1).expect("newer column"), None);
 }
 
 #[test]
