@@ -291,3 +291,56 @@ async fn a_sign_out_is_followed_up_and_recorded_when_the_device_is_gone() {
     assert!(d.wait(WAIT).await.success());
     assert_eq!(server.notifications().len(), 1, "the remedy is recorded, not notified");
 }
+
+/// Waits until the daemon's log holds `text` `n` times.
+async fn logged(d: &Daemon, text: &str, n: usize) {
+    let start = std::time::Instant::now();
+    while d.log_text().matches(text).count() < n {
+        assert!(start.elapsed() < WAIT, "{text:?} not logged {n} time(s):\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const IGNORED: &str = "ignored a button press that was not offered or not sent by the notification server";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_click_from_another_connection_or_an_unoffered_key_trusts_nothing() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = reviewed_desktop_sandbox().await;
+    // The trusted original online next to a copy of it (no Trust offered), and a stranger.
+    s.spotify.set_devices(vec![
+        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
+        fake::device("copy-1", "Reviewed laptop", "Computer", false),
+        fake::device("evil-1", "Stranger", "Smartphone", false),
+    ]);
+    let mut d = start(&s, &bus);
+    let shown = server.wait_for(2, WAIT).await;
+    let copy = shown.iter().find(|n| n.summary.contains("imitating")).expect("the imitation alert").clone();
+    let stranger = shown.iter().find(|n| n.summary.starts_with("Unknown device")).expect("the alert").clone();
+    assert!(!copy.action_keys().contains(&"trust".to_string()));
+
+    // Another program on the bus presses Trust on the stranger's alert: ignored.
+    server.wait_until_subscribed(stranger.id, WAIT).await;
+    server.forge_action(&bus, stranger.id, "trust").await;
+    logged(&d, IGNORED, 1).await;
+    // The server itself "presses" a Trust that the imitation alert never offered: ignored.
+    server.wait_until_subscribed(copy.id, WAIT).await;
+    server.invoke_action(copy.id, "trust").await;
+    logged(&d, IGNORED, 2).await;
+    assert_eq!(trusted_by(&s, "Stranger"), None, "a forged click trusted the stranger");
+    let copies_trusted: i64 = rusqlite::Connection::open(s.db_path())
+        .expect("db")
+        .query_row("SELECT count(*) FROM devices WHERE name = 'Reviewed laptop' AND trusted = 1", [], |r| {
+            r.get(0)
+        })
+        .expect("count");
+    assert_eq!(copies_trusted, 1, "only the original is trusted");
+
+    // The real button on the real alert still works.
+    click(&server, &stranger, "trust").await;
+    s.wait_for_store("trusted from the notification", WAIT, |_| trusted_by(&s, "Stranger").is_some()).await;
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert!(!d.log_text().contains('\u{1b}'), "{}", d.log_text());
+}

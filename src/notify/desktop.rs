@@ -1,12 +1,14 @@
-//! Desktop notifications through notify-rust (zbus, on the tokio runtime), and their buttons.
+//! Desktop notifications and their buttons: the freedesktop Notifications interface on the
+//! session bus, spoken with zbus on the tokio runtime (notify-rust only on macOS).
 //!
-//! Each alert asks the server for its capabilities first (one call; alerts are rare), so
-//! escaping and links match what the server renders, and a missing server is told apart
-//! from a failing one. `show_async` is used, never the blocking `show()`, which can panic
-//! inside a tokio runtime. Waiting for a click happens in a tokio task, not a thread,
-//! bounded by `notify.action_timeout` and by [`MAX_PENDING`] waits at once: some servers
+//! Each round asks the server for its capabilities first, so escaping and links match what
+//! the server renders, and a missing server is told apart from a failing one. A button press
+//! is believed only if it comes from the unique bus name that answered `Notify`, about that
+//! notification, with a key that was offered on it: any other program on the bus can send
+//! `ActionInvoked`, and a Trust pressed by one would make a stranger trusted. The listener
+//! subscribes before `Notify`, so no signal is missed. Waiting for a click happens in a tokio
+//! task, bounded by `notify.action_timeout` and by [`MAX_PENDING`] waits at once: some servers
 //! never send `ActionInvoked` nor `NotificationClosed`, and each wait holds a bus connection.
-//! notify-rust reports a close as `__closed`/`Closed`: that is not an action and is ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::alert::{Alert, Capabilities};
 use crate::audit::DeviceKey;
+#[cfg(not(all(unix, not(target_os = "macos"))))]
 use crate::event::Urgency;
 
 /// How many notifications may wait for a click at once; more are shown without waiting.
@@ -102,37 +105,39 @@ impl Desktop {
     }
 
     /// Shows `alert` and, if it has buttons, waits in the background for one to be pressed.
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
     pub async fn show(&self, alert: &Alert, about: Invoked) -> Result<(), DesktopError> {
         let mut n = notify_rust::Notification::new();
         n.appname("spotguard").summary(&alert.summary).body(&alert.body).icon("dialog-warning");
-        for (key, label) in &alert.actions {
-            n.action(key, label);
-        }
-        #[cfg(all(unix, not(target_os = "macos")))]
-        {
-            n.urgency(match alert.urgency {
-                Urgency::Critical => notify_rust::Urgency::Critical,
-                Urgency::Normal | Urgency::Quiet => notify_rust::Urgency::Normal,
-            });
-            n.hint(notify_rust::Hint::Category("security".into()));
-        }
         if alert.urgency == Urgency::Critical {
             n.timeout(notify_rust::Timeout::Never);
         }
-        let handle = tokio::time::timeout(CALL_TIMEOUT, n.show_async())
+        tokio::time::timeout(CALL_TIMEOUT, n.show_async())
             .await
             .map_err(|_| DesktopError::TimedOut("Notify"))?
             .map_err(|e| DesktopError::Failed(one_line(&e)))?;
-        #[cfg(all(unix, not(target_os = "macos")))]
-        self.wait_for_click(handle, alert, about);
-        #[cfg(not(all(unix, not(target_os = "macos"))))]
-        let _ = (handle, about);
+        let _ = about;
+        Ok(())
+    }
+
+    /// Shows `alert` and, if it has buttons, waits in the background for one to be pressed.
+    ///
+    /// On the session bus this is done here rather than through notify-rust, whose signal
+    /// match has no sender filter and subscribes only after the notification is up: any
+    /// program on the bus could press "Trust". Here the listener subscribes first, to signals
+    /// from the server's unique name only, and [`wait_for_click`] accepts only a key that
+    /// was offered on this notification.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    pub async fn show(&self, alert: &Alert, about: Invoked) -> Result<(), DesktopError> {
+        let shown = tokio::time::timeout(CALL_TIMEOUT, bus::notify(alert)).await;
+        let shown = shown.map_err(|_| DesktopError::TimedOut("Notify"))??;
+        self.wait_for_click(shown, alert, about);
         Ok(())
     }
 
     /// Waits in a background task, bounded, for a button; reports it on the channel.
     #[cfg(all(unix, not(target_os = "macos")))]
-    fn wait_for_click(&self, handle: notify_rust::NotificationHandle, alert: &Alert, about: Invoked) {
+    fn wait_for_click(&self, shown: bus::Shown, alert: &Alert, about: Invoked) {
         if alert.actions.is_empty() {
             return;
         }
@@ -142,31 +147,138 @@ impl Desktop {
         };
         let invoked = self.invoked.clone();
         let wait = self.action_timeout;
+        let offered: Vec<String> = alert.actions.iter().map(|(key, _)| (*key).to_string()).collect();
+        let mut shown = shown;
         tokio::spawn(async move {
             let _permit = permit;
-            let mut pressed = None;
-            let waited = tokio::time::timeout(
-                wait,
-                handle.wait_for_action_async(|r| {
-                    pressed = match r {
-                        notify_rust::NotificationResponse::Default => Some("default".to_string()),
-                        notify_rust::NotificationResponse::Action(a) => Some(a.clone()),
-                        // A close, or anything else, is not a request to do something.
-                        _ => None,
-                    }
-                }),
-            )
-            .await;
-            match (waited, pressed) {
-                (Ok(()), Some(action)) => {
+            match tokio::time::timeout(wait, shown.wait_for_action(&offered)).await {
+                Ok(Some(action)) => {
                     // Some servers (dunst) leave it open after an action: close it ourselves.
-                    let _ = tokio::time::timeout(CALL_TIMEOUT, handle.close_async()).await;
+                    let _ = tokio::time::timeout(CALL_TIMEOUT, shown.close()).await;
                     let _ = invoked.send(Invoked { action, ..about }).await;
                 }
-                (Ok(()), None) => tracing::debug!(event = about.event_id, "notification closed"),
-                (Err(_), _) => tracing::debug!(event = about.event_id, "stopped waiting for a click"),
+                Ok(None) => tracing::debug!(event = about.event_id, "notification closed"),
+                Err(_) => tracing::debug!(event = about.event_id, "stopped waiting for a click"),
             }
         });
+    }
+}
+
+/// The Notifications interface on the session bus, spoken with zbus directly.
+#[cfg(all(unix, not(target_os = "macos")))]
+mod bus {
+    use std::collections::HashMap;
+
+    use futures_util::StreamExt;
+    use zbus::Variant as Value;
+
+    use super::{Alert, DesktopError, one_line};
+    use crate::event::Urgency;
+
+    const NAME: &str = "org.freedesktop.Notifications";
+    const PATH: &str = "/org/freedesktop/Notifications";
+
+    /// A notification the server accepted: its id, the server's unique bus name, and the
+    /// connection (servers such as dunst send the signals to it alone), already listening.
+    pub struct Shown {
+        id: u32,
+        server: String,
+        conn: zbus::Connection,
+        signals: zbus::MessageStream,
+    }
+
+    /// Subscribes to the server's signals, then calls `Notify`.
+    pub async fn notify(alert: &Alert) -> Result<Shown, DesktopError> {
+        let failed = |e: zbus::Error| DesktopError::Failed(one_line(&e));
+        let conn = zbus::Connection::session().await.map_err(|e| DesktopError::NoServer(one_line(&e)))?;
+        // Subscribed before the notification exists, so no signal can come too early. Not
+        // filtered by sender here: a signal from anyone else must reach `wait_for_action` to
+        // be logged as the forgery it is.
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface(NAME)
+            .path(PATH)
+            .build()
+            .map_err(failed)?;
+        let signals = zbus::MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(16))
+            .await
+            .map_err(failed)?;
+        let actions: Vec<&str> = alert.actions.iter().flat_map(|(key, label)| [*key, *label]).collect();
+        let mut hints: HashMap<&str, Value<'_>> = HashMap::new();
+        hints.insert(
+            "urgency",
+            Value::U8(match alert.urgency {
+                Urgency::Critical => 2,
+                Urgency::Normal | Urgency::Quiet => 1,
+            }),
+        );
+        hints.insert("category", Value::from("security"));
+        // Critical ones stay until dismissed (0); the rest as the server likes (-1).
+        let expire: i32 = if alert.urgency == Urgency::Critical { 0 } else { -1 };
+        let reply = conn
+            .call_method(
+                Some(NAME),
+                PATH,
+                Some(NAME),
+                "Notify",
+                &("spotguard", 0u32, "dialog-warning", &alert.summary, &alert.body, actions, hints, expire),
+            )
+            .await
+            .map_err(failed)?;
+        let id: u32 = reply.body().deserialize().map_err(failed)?;
+        // The unique name that answered is the server: only its signals are believed.
+        let server = reply
+            .header()
+            .sender()
+            .map(|s| s.to_string())
+            .ok_or_else(|| DesktopError::Failed("the Notify reply names no sender".into()))?;
+        Ok(Shown { id, server, conn, signals })
+    }
+
+    impl Shown {
+        /// The key pressed on this notification, if one of `offered` is; `None` once it is
+        /// closed. A signal from anyone but the server, about another notification, or with a
+        /// key that was not offered is ignored (and logged, escaped, once).
+        pub async fn wait_for_action(&mut self, offered: &[String]) -> Option<String> {
+            let mut warned = false;
+            while let Some(msg) = self.signals.next().await {
+                let Ok(msg) = msg else { continue };
+                let header = msg.header();
+                let from_server = header.sender().is_some_and(|s| s.as_str() == self.server);
+                match header.member().map(|m| m.as_str()) {
+                    Some("ActionInvoked") => {
+                        let Ok((id, key)) = msg.body().deserialize::<(u32, String)>() else { continue };
+                        if id != self.id {
+                            continue;
+                        }
+                        if from_server && offered.contains(&key) {
+                            return Some(key);
+                        }
+                        if !std::mem::replace(&mut warned, true) {
+                            tracing::warn!(
+                                notification = self.id,
+                                action = %crate::text::terminal(&key),
+                                sender = %crate::text::terminal(header.sender().map(|s| s.as_str()).unwrap_or("?")),
+                                "ignored a button press that was not offered or not sent by the notification server"
+                            );
+                        }
+                    }
+                    Some("NotificationClosed") if from_server => {
+                        if matches!(msg.body().deserialize::<(u32, u32)>(), Ok((id, _)) if id == self.id) {
+                            return None;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        }
+
+        /// Asks the server to close the notification.
+        pub async fn close(&self) {
+            let _ =
+                self.conn.call_method(Some(NAME), PATH, Some(NAME), "CloseNotification", &(self.id,)).await;
+        }
     }
 }
 

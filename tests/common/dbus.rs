@@ -479,6 +479,21 @@ impl NotificationServer {
         self.emit_to_sender(id, "NotificationClosed", &(id, reason)).await;
     }
 
+    /// Another program on the bus pretending a button was pressed: `ActionInvoked(id, key)`
+    /// sent from a connection of its own to the sender of `id`.
+    ///
+    /// # Panics
+    /// If `id` was never sent, or the signal cannot be sent.
+    pub async fn forge_action(&self, bus: &TestBus, id: u32, key: &str) {
+        let sender =
+            self.shared.sender_of(id).unwrap_or_else(|| panic!("no notification with id {id} was recorded"));
+        let forger = bus.connect().await;
+        forger
+            .emit_signal(Some(sender.as_str()), PATH, INTERFACE, "ActionInvoked", &(id, key))
+            .await
+            .unwrap_or_else(|e| panic!("forge ActionInvoked for notification {id}: {e}"));
+    }
+
     async fn emit_to_sender<B>(&self, id: u32, signal: &str, body: &B)
     where
         B: serde::Serialize + zbus::DynamicType,
