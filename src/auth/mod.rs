@@ -33,10 +33,17 @@ pub use files::TokenFiles;
 pub use lock::TokenLock;
 pub use session::Session;
 
-/// A token or other credential. Its `Debug` is `Secret(***)`; it has no `Display`.
+/// A token or other credential. Its `Debug` is `Secret(***)`; it has no `Display`; its
+/// bytes are overwritten when it is dropped, so a token does not linger in freed memory.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {

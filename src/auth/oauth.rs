@@ -164,12 +164,13 @@ impl OAuth {
                 {
                     TokenError::Unreachable(format!("it answered {code}"))
                 }
-                other => TokenError::Refused(other.to_string()),
+                // The server's own words: shown, so made safe for a terminal first.
+                other => TokenError::Refused(crate::text::clean(other.as_ref(), 120)),
             },
             RequestTokenError::Request(e) => TokenError::Unreachable(root_cause(&e)),
             // The body may hold a token: name the problem, never the body.
             RequestTokenError::Parse(e, _) => TokenError::Malformed(format!("at {}", e.path())),
-            RequestTokenError::Other(why) => TokenError::Malformed(why),
+            RequestTokenError::Other(why) => TokenError::Malformed(crate::text::clean(&why, 200)),
         }
     }
 }
@@ -205,5 +206,26 @@ fn token_set(
             .map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" "))
             .unwrap_or_default(),
         authorized_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_services_error_words_never_reach_a_terminal_raw() {
+        let oauth =
+            OAuth::new("id", "http://127.0.0.1:9", "http://127.0.0.1:9/callback", reqwest::Client::new())
+                .expect("urls");
+        let hostile = BasicErrorResponseType::Extension("\u{1b}]0;PWNED\u{7}\u{1b}[2J\u{202e}x".into());
+        let e: RequestTokenError<std::io::Error, _> =
+            RequestTokenError::ServerResponse(oauth2::basic::BasicErrorResponse::new(hostile, None, None));
+        let text = oauth.classify(e).to_string();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+            "{text:?}"
+        );
+        assert!(text.contains("]0;PWNED"), "the words stay, only the controls go: {text:?}");
     }
 }

@@ -16,7 +16,7 @@ pub const CAP: Duration = Duration::from_secs(30 * 60);
 /// A quota 429 waits at least this long.
 pub const QUOTA_WAIT: Duration = Duration::from_secs(60 * 60);
 /// Spotify has sent Retry-After values of a day; more than that is not believed.
-pub const RATE_LIMIT_CAP: Duration = Duration::from_secs(24 * 60 * 60);
+pub const RATE_LIMIT_CAP: Duration = crate::spotify::MAX_RETRY_AFTER;
 /// The wait when only the person can fix it (log in again, fix the app's user list).
 pub const NEEDS_PERSON: Duration = Duration::from_secs(15 * 60);
 

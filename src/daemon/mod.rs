@@ -720,7 +720,7 @@ async fn not_recorded(
 async fn handle_actions(current: watch::Receiver<Context>, mut invoked: mpsc::Receiver<Invoked>) {
     while let Some(inv) = invoked.recv().await {
         let ctx = current.borrow().clone();
-        tracing::info!(event = inv.event_id, action = %inv.action, "notification action");
+        tracing::info!(event = inv.event_id, action = %crate::text::terminal(&inv.action), "notification action");
         match inv.action.as_str() {
             action::DEFAULT | action::SIGN_OUT => {
                 // Follow it up: gone at the next polls, or probably a partner device.

@@ -58,12 +58,20 @@ pub fn render(
     caps: &Capabilities,
     sign_out_url: &str,
 ) -> Option<Alert> {
+    // A server that renders links parses markup, whether or not it says `body-markup`: names
+    // are escaped for either, or a device called `<a href=...>` becomes a live link.
+    let markup = caps.body_markup || caps.body_hyperlinks;
     let text = |s: &str| {
         let s = clean(s, MAX_NAME_CHARS);
-        if caps.body_markup { escape_markup(&s) } else { s }
+        if markup { escape_markup(&s) } else { s }
     };
     let bold = |s: &str| if caps.body_markup { format!("<b>{}</b>", text(s)) } else { text(s) };
-    let on = if name_account { format!(" ({})", clean(account, 32)) } else { String::new() };
+    // Summaries are plain text by the spec, but not every server keeps to it.
+    let plain = |s: &str, max: usize| {
+        let s = clean(s, max);
+        if markup { escape_markup(&s) } else { s }
+    };
+    let on = if name_account { format!(" ({})", plain(account, 32)) } else { String::new() };
     let account = text(account);
     let when = at.with_timezone(&Local).format("%H:%M");
     let device_actions = vec![
@@ -89,7 +97,7 @@ pub fn render(
         Event::DeviceAppeared { name, device_type, imitates: true, .. } => (
             format!(
                 "A device is imitating your \u{201c}{}\u{201d} on your Spotify account{on}",
-                clean(name, MAX_NAME_CHARS)
+                plain(name, MAX_NAME_CHARS)
             ),
             format!(
                 "A second {} ({}) appeared at {when}, online next to your trusted one: one of them is not yours. \
@@ -137,7 +145,7 @@ pub fn render(
             ],
         ),
         Event::AccessLost { .. } => (
-            format!("spotguard lost access to {}", clean(&account, 32)),
+            format!("spotguard lost access to {account}"),
             format!(
                 "Spotify no longer accepts spotguard's login, so this account is not being watched. \
                  Run `spotguard login --account {account}` to watch it again."
@@ -145,7 +153,7 @@ pub fn render(
             Vec::new(),
         ),
         Event::LoginExpiring { expires_at } => (
-            format!("spotguard needs a new Spotify login soon ({})", clean(&account, 32)),
+            format!("spotguard needs a new Spotify login soon ({account})"),
             format!(
                 "Spotify ends logins six months after they are made; this one ends on {}. \
                  Run `spotguard login --account {account}` before then.",
@@ -161,7 +169,7 @@ pub fn render(
         | Event::WatchingAgain { .. }
         | Event::Unreadable { .. } => return None,
         Event::NotWatching { since, reason } => (
-            format!("spotguard is not watching {}", clean(&account, 32)),
+            format!("spotguard is not watching {account}"),
             format!(
                 "spotguard has not been able to check {account} since {}: {}. Until it can, nobody is \
                  told when a stranger uses the account. See `spotguard status` and `spotguard doctor`.",
@@ -189,7 +197,7 @@ pub fn render(
             Vec::new(),
         ),
         Event::StillOnlineAfterSignOut { name, device_type, minutes } => (
-            format!("{} is still on your Spotify account{on}", clean(name, MAX_NAME_CHARS)),
+            format!("{} is still on your Spotify account{on}", plain(name, MAX_NAME_CHARS)),
             format!(
                 "{} ({}) is still online {minutes} minutes after Sign out everywhere. It is probably a \
                  partner device (speaker, TV, console, car), which sign-out does not cover: remove its access \
@@ -214,13 +222,29 @@ pub fn render(
 /// Titles get more room than device names, but not unlimited.
 fn text_long(s: &str, caps: &Capabilities) -> String {
     let s = clean(s, 2 * MAX_NAME_CHARS);
-    if caps.body_markup { escape_markup(&s) } else { s }
+    if caps.body_markup || caps.body_hyperlinks { escape_markup(&s) } else { s }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_server_with_links_but_no_markup_still_gets_names_escaped() {
+        let caps = Capabilities { actions: true, body_markup: false, body_hyperlinks: true };
+        let e = Event::DeviceAppeared {
+            name: "<a href=\"https://evil.example/\">Phone</a>".into(),
+            device_type: "Smartphone".into(),
+            spotify_id: None,
+            imitates: true,
+        };
+        let a = render(&e, at(), "home", true, &caps, "https://www.spotify.com/account/overview/")
+            .expect("shown");
+        assert!(!a.body.contains("<a href=\"https://evil"), "{}", a.body);
+        assert!(a.body.starts_with("A second &lt;a href="), "{}", a.body);
+        assert!(!a.summary.contains('<'), "{}", a.summary);
+    }
 
     #[test]
     fn not_watching_says_since_when_why_and_what_to_do() {

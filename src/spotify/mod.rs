@@ -312,6 +312,9 @@ impl ProblemLog {
 
 /// Rate limits without a Retry-After still need a wait; Spotify says it "normally" sends one.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The longest Retry-After believed: a day. Longer values are read as a day, so that what
+/// is said ("waiting 1day") is the wait actually kept (the daemon caps it the same).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn error_for(
     status: StatusCode,
@@ -331,7 +334,8 @@ fn error_for(
             message: if message.is_empty() { "no reason given".into() } else { clip(&message) },
         },
         StatusCode::TOO_MANY_REQUESTS => SpotifyError::RateLimited {
-            retry_after: retry_after.map_or(DEFAULT_RETRY_AFTER, Duration::from_secs),
+            retry_after: retry_after
+                .map_or(DEFAULT_RETRY_AFTER, |s| Duration::from_secs(s).min(MAX_RETRY_AFTER)),
             quota: parsed.error.reason.as_deref() == Some("QUOTA_EXCEEDED"),
         },
         s if s.is_server_error() => SpotifyError::Server { status: s.as_u16() },
@@ -344,12 +348,10 @@ fn error_for(
 }
 
 /// Server text in our errors is untrusted: keep it short and on one line.
+/// A message from the other side, made safe for logs and terminals: no controls, no bidi
+/// overrides or invisible characters, one line, at most 200 characters.
 fn clip(s: &str) -> String {
-    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    match one_line.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
-    }
+    crate::text::clean(s, 200)
 }
 
 #[cfg(test)]
@@ -375,6 +377,11 @@ mod tests {
         assert!(e.to_string().contains("Developer Dashboard"));
         let e = error_for(StatusCode::FORBIDDEN, None, b"", "/x");
         assert!(matches!(e, SpotifyError::Forbidden { .. }));
+        let hostile = br#"{"error":{"status":403,"message":"no \u202e\u001b[2Jway"}}"#;
+        let e = error_for(StatusCode::FORBIDDEN, None, hostile, "/me");
+        assert_eq!(e.to_string(), "Spotify refused the request (403): no [2Jway", "no ESC, no U+202E");
+        let e = error_for(StatusCode::TOO_MANY_REQUESTS, Some(u64::MAX), b"", "/me");
+        assert_eq!(e.to_string(), "Spotify is rate limiting this app (429); waiting 1day");
         let e = error_for(StatusCode::TOO_MANY_REQUESTS, Some(7), b"", "/x");
         assert!(
             matches!(e, SpotifyError::RateLimited { retry_after, quota: false } if retry_after == Duration::from_secs(7))
