@@ -417,6 +417,8 @@ async fn an_outage_longer_than_silent_after_gives_one_notice_and_one_recovery_ev
     assert_eq!(n.summary, "spotguard is not watching default");
     assert!(n.body.contains("has not been able to check default since"), "{}", n.body);
     assert_eq!(n.urgency, Some(2), "critical");
+    let status = common::sandbox::stdout(&s.run(&["status"]).await);
+    assert!(status.contains("NOT WATCHING: no successful check since"), "{status}");
     s.wait_for_store("watching again", Duration::from_secs(60), |st| {
         st.history(chrono::Utc::now() - chrono::Duration::hours(1), None, None, 50)
             .expect("history")

@@ -35,6 +35,8 @@ struct AccountOut {
     last_poll_devices: Option<i64>,
     last_error: Option<String>,
     last_error_at: Option<DateTime<Utc>>,
+    /// Set while the daemon has told the person it cannot check the account: since when.
+    not_watching_since: Option<DateTime<Utc>>,
     /// When the running daemon polls next.
     next_poll_at: Option<DateTime<Utc>>,
     trusted_devices: usize,
@@ -94,6 +96,7 @@ impl Cmd {
                 last_poll_devices: poll.and_then(|p| p.last_poll_devices),
                 last_error: poll.and_then(|p| p.last_error.clone()),
                 last_error_at: poll.and_then(|p| p.last_error_at),
+                not_watching_since: poll.and_then(|p| p.not_watching_since),
                 trusted_devices: counts.iter().find(|c| c.0 == name).map_or(0, |c| c.1),
                 unknown_devices: counts.iter().find(|c| c.0 == name).map_or(0, |c| c.2),
                 next_poll_at: match (running, every, ctx.config.schedule()) {
@@ -159,6 +162,13 @@ fn print_text(a: &AccountOut) {
             a.last_poll_ms.unwrap_or(0)
         ),
         None => println!("  last poll: never"),
+    }
+    if let Some(since) = a.not_watching_since {
+        println!(
+            "  NOT WATCHING: no successful check since {} ({})",
+            since.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+            ago(since, now)
+        );
     }
     println!("  devices: {} trusted, {} not trusted", a.trusted_devices, a.unknown_devices);
     if let Some(next) = a.next_poll_at {

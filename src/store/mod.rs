@@ -186,6 +186,8 @@ pub struct AccountStatus {
     pub last_poll_devices: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
+    /// The start of an outage the "not watching" notice was given for, while it lasts.
+    pub not_watching_since: Option<DateTime<Utc>>,
 }
 
 /// One stretch a device was online: (device, start, end).
@@ -613,7 +615,7 @@ impl Store {
     pub fn account_status(&self) -> Result<Vec<AccountStatus>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT name, last_poll_at, last_poll_ms, last_poll_devices, last_error, last_error_at,
-                    spotify_user, access_lost_at
+                    spotify_user, access_lost_at, not_watching_since
              FROM accounts ORDER BY name",
         )?;
         let rows = stmt
@@ -627,6 +629,7 @@ impl Store {
                     last_error_at: r.get::<_, Option<i64>>(5)?.map(time),
                     spotify_user: r.get(6)?,
                     access_lost_at: r.get::<_, Option<i64>>(7)?.map(time),
+                    not_watching_since: r.get::<_, Option<i64>>(8)?.map(time),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
