@@ -549,3 +549,21 @@ async fn a_full_disk_at_start_is_one_clear_sentence_and_a_failed_exit() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     drop(disk);
 }
+
+/// Issue 11: the lock file followed a symlink planted at `<db>.lock` and truncated its target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_at_the_lock_file_is_refused_and_its_target_untouched() {
+    let s = Sandbox::new().await;
+    let victim = s.path().join("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    std::fs::create_dir_all(s.db_path().parent().expect("data dir")).expect("data dir");
+    let lock = s.path().join("data/spotguard.db.lock");
+    std::os::unix::fs::symlink(&victim, &lock).expect("plant a symlink");
+    let out = s.run(&["run"]).await;
+    assert_eq!(out.status.code(), Some(1), "refused");
+    let err = common::sandbox::stderr(&out);
+    assert!(err.contains(&format!("{} is a symbolic link", lock.display())), "{err}");
+    assert!(err.contains("remove it"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "never truncated");
+    assert_eq!(s.spotify.request_count(DEVICES), 0, "no daemon ran");
+}
