@@ -309,6 +309,18 @@ impl Config {
         if self.alerts.device_limit == 0 {
             return Err(invalid("alerts.device_limit", "the limit must be 1 or more"));
         }
+        if let Some(db) = &self.storage.database
+            && db.to_string_lossy().chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "storage.database",
+                &format!(
+                    "{} holds a control character (such as a newline), which no path spotguard writes \
+                     into a service file may hold; choose another path",
+                    crate::text::terminal(&db.to_string_lossy())
+                ),
+            ));
+        }
         if loopback_redirect(self.spotify.redirect_uri.as_str()).is_none() {
             return Err(invalid(
                 "spotify.redirect_uri",
@@ -610,6 +622,14 @@ mod tests {
             let e = err(&format!("[spotify]\nredirect_uri = \"{bad}\"\n"));
             assert!(e.contains("spotify.redirect_uri"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_control_character_in_the_database_path_is_a_config_error() {
+        let e = err("[storage]\ndatabase = \"/tmp/x\\nExecStartPre=/bin/evil/db.sqlite\"\n");
+        assert!(e.contains("storage.database:"), "{e}");
+        assert!(e.contains("control character"), "{e}");
+        assert!(!e.contains('\n'), "shown escaped: {e:?}");
     }
 
     #[test]
