@@ -132,6 +132,31 @@ async fn bad_config_is_one_clear_line_naming_file_and_line() {
     assert!(err.contains("line "), "{err}");
 }
 
+/// Issue 11: `http://` was accepted for the API and Accounts bases on any host, so tokens
+/// could cross the network in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_to_a_host_other_than_this_machine_is_a_config_error() {
+    let s = Sandbox::new().await;
+    let text = std::fs::read_to_string(s.config_path()).expect("config");
+    for (key, base) in [("api_base", s.fake.api_base()), ("accounts_base", s.fake.accounts_base())] {
+        let line = format!("{key} = \"{base}\"");
+        assert!(text.contains(&line), "{text}");
+        let remote = base.replace("127.0.0.1", "192.0.2.10");
+        std::fs::write(s.config_path(), text.replace(&line, &format!("{key} = \"{remote}\"")))
+            .expect("config");
+        let out = s.run(&["check"]).await;
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("spotify.{key}: \"{remote}\" is plain http")), "{err}");
+        assert!(err.contains("use https"), "{err}");
+    }
+    // localhost is this machine too.
+    let local = text.replace(&s.fake.api_base(), &s.fake.api_base().replace("127.0.0.1", "localhost"));
+    std::fs::write(s.config_path(), local).expect("config");
+    assert_ne!(s.run(&["check"]).await.status.code(), Some(1), "http://localhost is allowed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_key_is_refused() {
     let mut s = Sandbox::new().await;
