@@ -3,7 +3,8 @@
 #  1. `cargo test`: unit tests, the built binary against the fake Spotify, and the end-to-end
 #     tests on a private D-Bus session bus. Those need real programs: `dbus-daemon`, GNOME
 #     Keyring with `secret-tool` (the OS secret store tests), `systemd-analyze` (the unit file),
-#     Chromium (the HTML report), and libfaketime (the wall clock stepped under the daemon).
+#     Chromium (the HTML report), libfaketime (the wall clock stepped under the daemon), and
+#     util-linux `script` (a terminal for the question `devices trust --all` asks).
 #  2. The booted-system test (tests/booted/run.sh): the .deb and a home install under a real
 #     systemd booted in containers (Debian 12 and 13, systemd-nspawn). It needs root,
 #     `debootstrap`, `systemd-nspawn` and `cargo-deb`; without root it is skipped with a
@@ -23,6 +24,7 @@ command -v secret-tool >/dev/null 2>&1 || missing+=(libsecret-tools)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if $root && [ $# = 0 ]; then
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)

@@ -309,6 +309,33 @@ impl Config {
         if self.alerts.device_limit == 0 {
             return Err(invalid("alerts.device_limit", "the limit must be 1 or more"));
         }
+        for (key, base) in [
+            ("spotify.api_base", &self.spotify.api_base),
+            ("spotify.accounts_base", &self.spotify.accounts_base),
+        ] {
+            if !secure_or_loopback(base.as_str()) {
+                return Err(invalid(
+                    key,
+                    &format!(
+                        "\"{}\" is plain http to a host that is not this machine: tokens would cross the \
+                         network unencrypted; use https (http is only for 127.0.0.1, [::1] or localhost)",
+                        crate::text::terminal(base.as_str())
+                    ),
+                ));
+            }
+        }
+        if let Some(db) = &self.storage.database
+            && db.to_string_lossy().chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "storage.database",
+                &format!(
+                    "{} holds a control character (such as a newline), which no path spotguard writes \
+                     into a service file may hold; choose another path",
+                    crate::text::terminal(&db.to_string_lossy())
+                ),
+            ));
+        }
         if loopback_redirect(self.spotify.redirect_uri.as_str()).is_none() {
             return Err(invalid(
                 "spotify.redirect_uri",
@@ -371,6 +398,21 @@ pub fn loopback_redirect(uri: &str) -> Option<(std::net::SocketAddr, String)> {
     (url.scheme() == "http" && ip.is_loopback())
         .then(|| url.port().map(|port| (std::net::SocketAddr::new(ip, port), url.path().to_string())))
         .flatten()
+}
+
+/// Whether `url` is https, or http to this machine: 127.0.0.0/8, `[::1]` or `localhost`
+/// (the fake Spotify of the tests and the demo). Anything else would carry tokens in clear.
+pub fn secure_or_loopback(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else { return false };
+    match url.scheme() {
+        "https" => true,
+        "http" => url.host_str().is_some_and(|host| {
+            // The URL parser has already normalised the host: lowercase, IPv4 in dotted form.
+            host == "localhost"
+                || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
+    }
 }
 
 /// `$XDG_CONFIG_HOME/spotguard/config.toml` on Linux; the platform's equivalent elsewhere.
@@ -610,6 +652,40 @@ mod tests {
             let e = err(&format!("[spotify]\nredirect_uri = \"{bad}\"\n"));
             assert!(e.contains("spotify.redirect_uri"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn plain_http_base_urls_only_reach_this_machine() {
+        for key in ["api_base", "accounts_base"] {
+            for bad in [
+                "http://api.spotify.com/v1",
+                "http://10.0.0.1:8080",
+                "http://127.0.0.1.evil.example/",
+                "http://[::ffff:7f00:1]/",
+            ] {
+                let e = err(&format!("[spotify]\n{key} = \"{bad}\"\n"));
+                assert!(e.contains(&format!("spotify.{key}:")), "{bad}: {e}");
+                assert!(e.contains("use https"), "{bad}: {e}");
+            }
+            for good in [
+                "https://api.example.com/v1",
+                "http://127.0.0.1:9/v1",
+                "http://127.8.9.10:9",
+                "http://[::1]:9",
+                "http://localhost:9",
+                "http://LOCALHOST:9",
+            ] {
+                parse(&format!("[spotify]\n{key} = \"{good}\"\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_control_character_in_the_database_path_is_a_config_error() {
+        let e = err("[storage]\ndatabase = \"/tmp/x\\nExecStartPre=/bin/evil/db.sqlite\"\n");
+        assert!(e.contains("storage.database:"), "{e}");
+        assert!(e.contains("control character"), "{e}");
+        assert!(!e.contains('\n'), "shown escaped: {e:?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //!   and systemd readiness and watchdog.
 //! - [`service`]: the systemd unit and launchd agent, rendered for `spotguard service`.
 //! - [`text`]: making untrusted names safe for notifications and terminals.
+//! - [`fsutil`]: replacing a file atomically, with a private temporary file no link can redirect.
 //! - [`report`]: the self-contained HTML report (presence timeline, devices, events).
 //! - [`fake`]: a fake Spotify Web API on loopback for tests, the demo and benchmarks.
 //! - [`cli`]: the `spotguard` commands.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod fake;
+pub mod fsutil;
 pub mod notify;
 pub mod report;
 pub mod schedule;

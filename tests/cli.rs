@@ -132,6 +132,31 @@ async fn bad_config_is_one_clear_line_naming_file_and_line() {
     assert!(err.contains("line "), "{err}");
 }
 
+/// Issue 11: `http://` was accepted for the API and Accounts bases on any host, so tokens
+/// could cross the network in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_to_a_host_other_than_this_machine_is_a_config_error() {
+    let s = Sandbox::new().await;
+    let text = std::fs::read_to_string(s.config_path()).expect("config");
+    for (key, base) in [("api_base", s.fake.api_base()), ("accounts_base", s.fake.accounts_base())] {
+        let line = format!("{key} = \"{base}\"");
+        assert!(text.contains(&line), "{text}");
+        let remote = base.replace("127.0.0.1", "192.0.2.10");
+        std::fs::write(s.config_path(), text.replace(&line, &format!("{key} = \"{remote}\"")))
+            .expect("config");
+        let out = s.run(&["check"]).await;
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("spotify.{key}: \"{remote}\" is plain http")), "{err}");
+        assert!(err.contains("use https"), "{err}");
+    }
+    // localhost is this machine too.
+    let local = text.replace(&s.fake.api_base(), &s.fake.api_base().replace("127.0.0.1", "localhost"));
+    std::fs::write(s.config_path(), local).expect("config");
+    assert_ne!(s.run(&["check"]).await.status.code(), Some(1), "http://localhost is allowed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_key_is_refused() {
     let mut s = Sandbox::new().await;
@@ -239,11 +264,12 @@ async fn first_run_review_history_untrust_and_label_over_the_cli() {
     assert_eq!(events[0]["account"], "default");
     chrono::DateTime::parse_from_rfc3339(events[0]["at"].as_str().expect("at")).expect("RFC 3339");
 
-    // The review: trust --all prints them, then trusts them.
-    let out = s.run(&["devices", "trust", "--all"]).await;
+    // The review: trust --all prints them, then trusts them (--yes: no terminal to ask on).
+    let out = s.run(&["devices", "trust", "--all", "--yes"]).await;
     let text = stdout(&out);
     assert!(text.starts_with("Trusting 2 device(s)"), "{text}");
     assert!(text.contains("  Laptop (Computer)") && text.contains("  Phone (Smartphone)"), "{text}");
+    assert!(text.ends_with("Trusted 2 device(s).\n"), "{text}");
     assert_eq!(s.run(&["check"]).await.status.code(), Some(0), "all trusted now");
     let again = stdout(&s.run(&["devices", "trust", "--all"]).await);
     assert!(again.starts_with("No untrusted device"), "{again}");
@@ -270,6 +296,78 @@ async fn first_run_review_history_untrust_and_label_over_the_cli() {
         json.as_array().expect("array").iter().find(|d| d["name"] == "Laptop").expect("laptop").clone();
     assert_eq!(laptop["label"], "Work laptop");
     assert_eq!(laptop["trusted"], false);
+}
+
+/// Runs the daemon for two polls: what the fake lists is then online on record.
+async fn poll_a_few_times(s: &Sandbox) {
+    let mut d = s.spawn_daemon(&[]);
+    let polls = s.spotify.request_count("/v1/me/player/devices");
+    s.wait_for_polls(polls + 2, Duration::from_secs(10)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success(), "{}", d.log_text());
+}
+
+/// Issue 11: `devices trust --all` trusted whatever was online, an intruder included, without
+/// a look. Without a terminal to ask on and without `--yes`, it now trusts nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_all_without_a_terminal_or_yes_refuses_and_trusts_nothing() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![laptop(), fake::device("intruder-1", "Intruder", "Smartphone", false)]);
+    poll_a_few_times(&s).await;
+    let out = s.run(&["devices", "trust", "--all"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("  Intruder (Smartphone)"), "the list is shown: {}", stdout(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("nothing was trusted") && err.contains("--yes"), "{err}");
+    let json: Value = serde_json::from_str(&stdout(&s.run(&["devices", "--json"]).await)).expect("JSON");
+    let devices = json.as_array().expect("array");
+    assert_eq!(devices.len(), 2, "{json}");
+    assert!(devices.iter().all(|d| d["trusted"] == false), "{json}");
+}
+
+/// On a terminal `trust --all` asks, and only a yes trusts.
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_all_on_a_terminal_asks_first() {
+    let s = Sandbox::new().await;
+    s.spotify.set_devices(vec![laptop()]);
+    poll_a_few_times(&s).await;
+    // util-linux `script` gives the command a pseudo-terminal and types what it reads.
+    let on_a_terminal = |answer: &'static str| {
+        let inner = s.cmd(&[]);
+        let mut cmd = std::process::Command::new("script");
+        cmd.env_clear();
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.args(["-qec", &format!("'{}' devices trust --all", common::sandbox::BIN), "/dev/null"]);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write as _;
+                let mut child = cmd
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("script (util-linux) runs");
+                // The terminal keeps the line until the question reads it.
+                // A command that ended already reads nothing: its output says why.
+                let _ = child.stdin.take().expect("stdin").write_all(answer.as_bytes());
+                child.wait_with_output().expect("script ends")
+            })
+            .await
+            .expect("join")
+        }
+    };
+    let out = on_a_terminal("n\n").await;
+    let text = stdout(&out);
+    assert!(text.contains("Trust all 1? [y/N]") && text.contains("Nothing was trusted."), "{text}");
+    assert_eq!(s.run(&["check"]).await.status.code(), Some(3), "a no trusts nothing");
+    let out = on_a_terminal("y\n").await;
+    assert!(stdout(&out).contains("Trusted 1 device(s)."), "{}", stdout(&out));
+    assert_eq!(s.run(&["check"]).await.status.code(), Some(0), "a yes trusts the list");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,6 @@
 //! `spotguard run` as a process against the fake Spotify: request economy, faults and
-//! backoff, failed polls that are not evidence, answers read device by device, signals, and
-//! secrets kept out of logs.
+//! backoff, failed polls that are not evidence, answers read device by device, signals,
+//! secrets kept out of logs and out of reach (non-dumpable), and a planted lock file.
 
 mod common;
 
@@ -550,4 +550,106 @@ async fn a_full_disk_at_start_is_one_clear_sentence_and_a_failed_exit() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     drop(disk);
+}
+
+/// Issue 11: the lock file followed a symlink planted at `<db>.lock` and truncated its target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_at_the_lock_file_is_refused_and_its_target_untouched() {
+    let s = Sandbox::new().await;
+    let victim = s.path().join("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    std::fs::create_dir_all(s.db_path().parent().expect("data dir")).expect("data dir");
+    let lock = s.path().join("data/spotguard.db.lock");
+    std::os::unix::fs::symlink(&victim, &lock).expect("plant a symlink");
+    let out = s.run(&["run"]).await;
+    assert_eq!(out.status.code(), Some(1), "refused");
+    let err = common::sandbox::stderr(&out);
+    assert!(err.contains(&format!("{} is a symbolic link", lock.display())), "{err}");
+    assert!(err.contains("remove it"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "never truncated");
+    assert_eq!(s.spotify.request_count(DEVICES), 0, "no daemon ran");
+}
+
+/// The daemon's memory holds the tokens: `spotguard run` makes itself non-dumpable, so no
+/// other process of its user may ptrace it or read `/proc/PID/mem` or `environ`. The kernel
+/// shows that from outside by giving the files in `/proc/PID` to root (proc(5)); the test
+/// runs both processes as a user that is not root (nobody when the test runs as root) and
+/// compares with another long-running spotguard command started the same way, which keeps its
+/// owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_is_not_dumpable_so_its_own_user_cannot_read_its_memory() {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{Command, Stdio};
+
+    let me = std::fs::metadata("/proc/self").expect("/proc").uid();
+    // As root, run as nobody: root owns every process's /proc entries anyway.
+    let user = if me == 0 { 65534 } else { me };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::chown(dir.path(), Some(user), Some(user)).expect("give the dir to the user");
+    let config = dir.path().join("config.toml");
+    let db = dir.path().join("data/spotguard.db");
+    std::fs::write(
+        &config,
+        format!(
+            "[spotify]\napi_base = \"http://127.0.0.1:9/v1\"\naccounts_base = \"http://127.0.0.1:9\"\n\
+             [storage]\ndatabase = \"{}\"\n[notify]\ndesktop = false\n[auth]\ntoken_store = \"file\"\n",
+            db.display()
+        ),
+    )
+    .expect("config");
+    let command = |args: &[&str]| {
+        let mut cmd = Command::new(common::sandbox::BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path().join("xdg-config"))
+            .env("XDG_DATA_HOME", dir.path().join("xdg-data"))
+            .env("SPOTGUARD_CONFIG", &config)
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/spotguard-test-bus")
+            .stdin(Stdio::null());
+        if me == 0 {
+            cmd.uid(user).gid(user);
+        }
+        cmd
+    };
+    // The entries in /proc/PID are re-owned on every lookup; the directory itself is not.
+    let owner = |pid: u32| std::fs::metadata(format!("/proc/{pid}/status")).expect("/proc/PID/status").uid();
+
+    let log = dir.path().join("daemon.log");
+    let mut cmd = command(&["run"]);
+    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).expect("log"));
+    let daemon = common::sandbox::Daemon { child: cmd.spawn().expect("spotguard run starts"), log };
+    let pid = daemon.child.id();
+    // The lock holds the pid once the daemon is past its start (and past making itself
+    // non-dumpable, which comes first).
+    let lock = dir.path().join("data/spotguard.db.lock");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).ok().and_then(|t| t.trim().parse::<u32>().ok()) != Some(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the daemon did not start:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(user, 0);
+    assert_eq!(owner(pid), 0, "non-dumpable: /proc/{pid}/* belongs to root, not to user {user}");
+
+    let mut other = command(&["fake-spotify"]);
+    other.stdout(Stdio::piped());
+    let mut other = other.spawn().expect("fake-spotify starts");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(other.stdout.take().expect("stdout")),
+        &mut first,
+    )
+    .expect("its first line");
+    assert!(first.starts_with("api_base="), "{first}");
+    let control = owner(other.id());
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(control, user, "a dumpable spotguard process keeps its owner: the check can tell");
+    drop(daemon);
 }

@@ -1,6 +1,7 @@
 //! `spotguard login`, `logout` and the daemon's use of the tokens, end to end: the built
 //! binary against the fake Spotify, driven as a browser would drive it (the authorize URL
-//! from stdout, Spotify's 302, the loopback callback), plus refresh with and without
+//! from stdout, Spotify's 302, the loopback callback), requests that are not that answer
+//! (issue 11: a wrong state, another path, another Spotify user), plus refresh with and without
 //! rotation, a 401 mid-run, revoked access while the daemon runs, recovery from it through
 //! any other stored login (also across a restart), a daemon and `check` runs refreshing at
 //! once, the six-month login warning, and secrets kept out of every log.
@@ -282,7 +283,7 @@ async fn login_stores_private_tokens_names_the_user_and_the_daemon_can_use_them(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn another_path_gets_404_and_the_login_goes_on() {
+async fn another_path_or_method_gets_400_and_the_login_goes_on() {
     let s = Sandbox::new().await;
     let b = browser();
     let mut login = Login::start(&s, &[], &[]);
@@ -291,10 +292,13 @@ async fn another_path_gets_404_and_the_login_goes_on() {
     let mut favicon = callback.clone();
     favicon.set_path("/favicon.ico");
     favicon.set_query(None);
-    assert_eq!(visit(&b, &favicon).await.0, 404);
+    assert_eq!(visit(&b, &favicon).await.0, 400);
+    // Another path with the right state and code is still not the callback.
     let mut other = callback.clone();
     other.set_path("/other");
-    assert_eq!(visit(&b, &other).await.0, 404);
+    assert_eq!(visit(&b, &other).await.0, 400);
+    let posted = b.post(callback.clone()).send().await.expect("answers");
+    assert_eq!(posted.status().as_u16(), 400, "only a GET is Spotify's redirect");
     let (status, page) = visit(&b, &callback).await;
     assert_eq!(status, 200, "{page}");
     let done = login.finish().await;
@@ -302,27 +306,95 @@ async fn another_path_gets_404_and_the_login_goes_on() {
     assert!(done.stdout.last().is_some_and(|l| l.starts_with("Logged in:")), "{}", done.output());
 }
 
+/// Issue 11: `curl .../callback?state=WRONG` ended a login in progress. Now requests with a
+/// wrong or no state get a 400 and change nothing; the browser's own answer still completes it.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_forged_state_is_refused_and_nothing_is_stored() {
+async fn a_wrong_state_cannot_end_or_feed_the_login_and_the_right_answer_completes_it() {
     let s = Sandbox::new().await;
-    let before = std::fs::read(token_file(&s, "default")).expect("token file");
     let b = browser();
     let mut login = Login::start(&s, &[], &[]);
     let url = login.authorize_url(&s).await;
     let callback = consent(&b, &url).await;
-    let forged = with_param(&callback, "state", "forged-state-0000");
-    assert!(param(&forged, "code").is_some());
-    let (status, page) = visit(&b, &forged).await;
+    let mut no_state = Url::parse(&s.redirect_uri).expect("redirect URI");
+    no_state.query_pairs_mut().append_pair("code", "ATTACKER");
+    let forged = with_param(&with_param(&callback, "state", "WRONG"), "code", "ATTACKER");
+    let mut denied = Url::parse(&s.redirect_uri).expect("redirect URI");
+    denied.query_pairs_mut().append_pair("error", "access_denied").append_pair("state", "WRONG");
+    let mut bare = Url::parse(&s.redirect_uri).expect("redirect URI");
+    bare.set_query(None);
+    for attack in [&forged, &no_state, &denied, &bare] {
+        let (status, page) = visit(&b, attack).await;
+        assert_eq!(status, 400, "{attack}: {page}");
+        assert!(page.contains("Not this login"), "{page}");
+    }
+    assert_eq!(s.spotify.token_requests("authorization_code"), 0, "no forged code was exchanged");
+    let (status, page) = visit(&b, &callback).await;
+    assert_eq!(status, 200, "{page}");
+    let done = login.finish().await;
+    assert_eq!(done.code, Some(0), "{}", done.output());
+    assert!(done.stdout.last().is_some_and(|l| l.starts_with("Logged in:")), "{}", done.output());
+    assert_eq!(done.stderr.matches("refused a request").count(), 1, "said once: {}", done.stderr);
+    assert_eq!(s.spotify.token_requests("authorization_code"), 1);
+    assert_eq!(status_of(&s, "default").await["spotify_user"], "fakeuser");
+}
+
+/// Issue 11: with the state (it is in the browser's argv) another person's code was accepted
+/// and the account's tokens replaced. The user `/me` names must be the one recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_as_another_spotify_user_is_refused_unless_switch_user() {
+    let s = Sandbox::new().await;
+    let (first, _) = log_in(&s, &[]).await;
+    assert_eq!(first.code, Some(0), "{}", first.output());
+    let kept = std::fs::read(token_file(&s, "default")).expect("token file");
+
+    s.spotify.set_user(serde_json::json!({ "id": "attacker", "display_name": "Mallory", "type": "user" }));
+    let (second, _) = log_in(&s, &[]).await;
+    assert_eq!(second.code, Some(1), "{}", second.output());
+    let line = one_line(&second.stderr);
+    assert!(line.contains("Spotify user \u{201c}Mallory\u{201d} (attacker)"), "{line}");
+    assert!(line.contains("account default watches Spotify user fakeuser"), "{line}");
+    assert!(line.contains("nothing was stored") && line.contains("--switch-user"), "{line}");
+    assert_eq!(std::fs::read(token_file(&s, "default")).expect("token file"), kept, "tokens kept");
+    assert_eq!(status_of(&s, "default").await["spotify_user"], "fakeuser");
+
+    let b = browser();
+    let mut third = Login::start(&s, &["--switch-user"], &[]);
+    let url = third.authorize_url(&s).await;
+    let (status, page) = visit(&b, &consent(&b, &url).await).await;
+    assert_eq!(status, 200, "{page}");
+    let done = third.finish().await;
+    assert_eq!(done.code, Some(0), "{}", done.output());
+    assert!(
+        done.output().contains("Switching account default from Spotify user fakeuser"),
+        "{}",
+        done.output()
+    );
+    assert_ne!(std::fs::read(token_file(&s, "default")).expect("token file"), kept, "new tokens");
+    assert_eq!(status_of(&s, "default").await["spotify_user"], "attacker");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_in_the_callback_reaches_the_terminal_escaped() {
+    let s = Sandbox::new().await;
+    let b = browser();
+    let mut login = Login::start(&s, &[], &[]);
+    let url = login.authorize_url(&s).await;
+    let state = param(&url, "state").expect("a state");
+    let mut hostile = Url::parse(&s.redirect_uri).expect("redirect URI");
+    hostile
+        .query_pairs_mut()
+        .append_pair("error", "server_error\u{1b}]0;pwned\u{7}\u{202e}exe.txt")
+        .append_pair("state", &state);
+    let (status, page) = visit(&b, &hostile).await;
     assert_eq!(status, 400, "{page}");
-    assert!(page.contains("Login failed") && page.contains("state"), "{page}");
     let done = login.finish().await;
     assert_eq!(done.code, Some(1), "{}", done.output());
     let line = one_line(&done.stderr);
-    assert!(line.contains("state did not match"), "{line}");
-    assert!(line.contains("nothing was stored"), "{line}");
-    assert_eq!(s.spotify.token_requests("authorization_code"), 0, "the code was not exchanged");
-    assert_eq!(std::fs::read(token_file(&s, "default")).expect("token file"), before);
-    assert_eq!(status_of(&s, "default").await["spotify_user"], Value::Null);
+    assert!(
+        line.contains("answered with an error (server_error\\u{1b}]0;pwned\\u{7}\\u{202e}exe.txt)"),
+        "{line}"
+    );
+    assert!(!line.contains(['\u{1b}', '\u{7}', '\u{202e}']), "nothing raw: {line:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,6 @@
 //! The HTML report as a browser shows it: Debian's Chromium, headless, renders the page the
 //! real binary wrote, and the test reads back what it shows. Never skipped: CI installs
-//! chromium.
+//! chromium. And how the page is written: private, never through a planted link.
 
 mod common;
 
@@ -73,4 +73,37 @@ async fn chromium_renders_the_timeline_with_the_unknown_device_marked() {
         std::fs::copy(&shot, std::path::Path::new(&dir).join("report.png")).expect("keep");
         std::fs::copy(&page, std::path::Path::new(&dir).join("report.html")).expect("keep");
     }
+}
+
+/// Issue 11: `report --html` wrote through a symlink planted at its fixed temporary name (the
+/// target was overwritten) and left the page 0644. Every temporary name the old code used is
+/// planted here; their targets stay as they were and the page is private.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_planted_at_the_temporary_name_is_not_followed_and_the_page_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = Sandbox::new().await;
+    s.seed_reviewed();
+    let victim = s.path().join("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    let page = s.path().join("OUT.html");
+    let planted = ["OUT.tmp", "OUT.html.tmp", ".OUT.html.tmp"].map(|n| s.path().join(n));
+    for link in &planted {
+        std::os::unix::fs::symlink(&victim, link).expect("plant a symlink");
+    }
+    let out = s.run(&["report", "--html", page.to_str().expect("utf-8 path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "the target is untouched");
+    for link in &planted {
+        assert!(std::fs::symlink_metadata(link).expect("still there").file_type().is_symlink());
+    }
+    let meta = std::fs::symlink_metadata(&page).expect("the page");
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "private: it lists the account's devices");
+    assert!(std::fs::read_to_string(&page).expect("page").contains("Reviewed laptop"));
+    let left: Vec<String> = std::fs::read_dir(s.path())
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".tmp") && !planted.iter().any(|p| p.ends_with(n)))
+        .collect();
+    assert!(left.is_empty(), "no temporary file left: {left:?}");
 }

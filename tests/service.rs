@@ -512,3 +512,71 @@ async fn every_command_help_shows_an_example() {
         assert!(text.contains("Example"), "{c:?} --help has no example:\n{text}");
     }
 }
+
+/// Replaces the sandbox config's `storage.database` with `toml_value` (a TOML string, escapes
+/// and all).
+fn set_database(s: &Sandbox, toml_value: &str) {
+    let text = std::fs::read_to_string(s.config_path()).expect("config");
+    let line = format!("database = \"{}\"", s.db_path().display());
+    assert!(text.contains(&line), "{text}");
+    std::fs::write(s.config_path(), text.replace(&line, &format!("database = {toml_value}")))
+        .expect("config");
+}
+
+/// Issue 11: a newline in `storage.database` injected lines into the rendered unit (an
+/// `ExecStartPre=` was verified). Now the config is refused before anything is written or run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newline_in_storage_database_makes_install_refuse_and_writes_no_unit() {
+    let s = Sandbox::new().await;
+    let bin = fake_systemd(s.path());
+    let pwned = s.path().join("pwned");
+    set_database(
+        &s,
+        &format!(
+            "\"{}/x\\nExecStartPre=/bin/touch {}\\n/spotguard.db\"",
+            s.path().display(),
+            pwned.display()
+        ),
+    );
+    for args in [&["service", "install"][..], &["service", "install", "--dry-run"]] {
+        let out = run_with(&s, &bin, args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("storage.database:") && err.contains("control character"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence, the newline shown escaped: {err}");
+        assert!(!stdout(&out).contains("ExecStartPre"), "{}", stdout(&out));
+    }
+    assert!(!s.path().join("xdg-config/systemd").exists(), "no unit written");
+    assert_eq!(systemd_log(&s), "", "nothing run");
+    assert!(!pwned.exists());
+    let made: Vec<String> = std::fs::read_dir(s.path())
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("x\n"))
+        .collect();
+    assert!(made.is_empty(), "no directory made from the path: {made:?}");
+}
+
+/// A data dir with a `:` (which `BindPaths=` reads as source:destination) and a `$` (which it
+/// does not expand) is one quoted word that systemd reads back as one absolute path.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_with_a_colon_and_a_dollar_is_one_path_to_systemd() {
+    let s = Sandbox::new().await;
+    let dir = s.path().join("odd:dir$HOME");
+    set_database(&s, &format!("\"{}/spotguard.db\"", dir.display()));
+    let out = s.run(&["service", "install", "--dry-run"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = rendered_unit(&stdout(&out));
+    assert!(unit.contains(&format!("BindPaths=\"{}\"\n", dir.display())), "{unit}");
+    let path = s.path().join("spotguard.service");
+    std::fs::write(&path, &unit).expect("write unit");
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--user", "--man=no"])
+        .arg(&path)
+        .env("HOME", s.path())
+        .env("XDG_RUNTIME_DIR", s.path())
+        .output()
+        .expect("systemd-analyze runs");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}

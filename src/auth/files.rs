@@ -6,7 +6,6 @@
 //! `<account>.lock` beside it is the account's token lock ([`super::lock`]); writers hold it,
 //! so the fixed temp file name is never written by two processes at once.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::lock::{self, TokenLock};
@@ -16,11 +15,18 @@ use super::{AuthError, TOKEN_FILE_VERSION, TokenSet};
 #[derive(Debug, Clone)]
 pub struct TokenFiles {
     dir: PathBuf,
+    /// Unit tests make saves fail (a full disk, say) without needing one.
+    #[cfg(test)]
+    pub(crate) fail_saves: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TokenFiles {
     pub fn new(dir: impl Into<PathBuf>) -> TokenFiles {
-        TokenFiles { dir: dir.into() }
+        TokenFiles {
+            dir: dir.into(),
+            #[cfg(test)]
+            fail_saves: Default::default(),
+        }
     }
 
     /// The file of `account`. Names are checked so a name cannot point outside the dir.
@@ -74,14 +80,15 @@ impl TokenFiles {
         let path = self.path(account)?;
         let io = |source| AuthError::Io { path: path.clone(), source };
         create_private_dir(&self.dir).map_err(io)?;
-        let tmp = self.dir.join(format!(".{account}.json.tmp"));
         let json = serde_json::to_vec_pretty(tokens)
             .map_err(|e| AuthError::Damaged { path: path.clone(), reason: e.to_string() })?;
-        let mut file = private_file(&tmp).map_err(io)?;
-        file.write_all(&json).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        #[cfg(test)]
+        if self.fail_saves.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left (test)")));
+        }
+        // A random temporary name opened O_EXCL|O_NOFOLLOW, 0600, file and directory synced:
+        // a link planted beside the token file is never written through.
+        crate::fsutil::write_atomic(&path, &json, 0o600).map_err(io)?;
         Ok(())
     }
 
@@ -123,17 +130,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +145,24 @@ mod tests {
             scope: "user-read-playback-state".into(),
             authorized_at: Utc::now(),
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_beside_the_token_file_is_never_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TokenFiles::new(dir.path().join("tokens"));
+        std::fs::create_dir_all(dir.path().join("tokens")).expect("dir");
+        let target = dir.path().join("target.txt");
+        std::fs::write(&target, "keep me").expect("target");
+        // The temporary name older versions used, and the token file's own name with a suffix.
+        for name in [".default.json.tmp", "default.json.tmp"] {
+            std::os::unix::fs::symlink(&target, dir.path().join("tokens").join(name)).expect("symlink");
+        }
+        let saved = sample();
+        files.save("default", &saved).expect("save");
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me");
+        assert_eq!(files.load("default").expect("load"), saved);
     }
 
     #[test]

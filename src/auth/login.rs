@@ -1,18 +1,21 @@
 //! The loopback side of `spotguard login`: wait for Spotify's redirect to the callback.
 //!
 //! Listens on the host and port of `spotify.redirect_uri` (a loopback literal; Spotify
-//! refuses `localhost`), answers only the callback path (anything else, such as
-//! `/favicon.ico`, gets a 404 and the wait goes on), checks `state`, and gives the browser a
-//! plain page either way. Bounded by a time limit. The code is a secret: it is never logged.
+//! refuses `localhost`) until a GET of the callback path carries this login's `state`, or the
+//! time limit passes. Anything else (another path or method, a missing or wrong `state`)
+//! gets a 400 page and the wait goes on: any program on the machine can reach a loopback
+//! port, so a stray or hostile request must neither end the login nor feed it a code. The
+//! first wrong request is logged once. An `error` from Spotify is kept escaped for the
+//! terminal. The code is a secret: it is never logged.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::Html;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -25,11 +28,6 @@ pub enum CallbackError {
     Denied,
     #[error("Spotify's login page answered with an error ({0}); nothing was stored")]
     Failed(String),
-    #[error(
-        "the callback's state did not match this login (an old or forged redirect); nothing was \
-         stored: run `spotguard login` again"
-    )]
-    StateMismatch,
     #[error("the callback carried no authorization code; nothing was stored")]
     MissingCode,
     #[error("no answer from Spotify within {}; run `spotguard login` again", humantime::format_duration(*.0))]
@@ -72,11 +70,14 @@ impl Callback {
     /// Waits for the redirect, at most `limit`; returns the authorization code.
     pub async fn wait(self, state: &Secret, limit: Duration) -> Result<Secret, CallbackError> {
         let (tx, rx) = oneshot::channel();
-        let shared = Arc::new(Shared { expected_state: state.clone(), result: Mutex::new(Some(tx)) });
-        let app = axum::Router::new()
-            .route(&self.path, get(callback))
-            .fallback(|| async { (StatusCode::NOT_FOUND, "Not found") })
-            .with_state(shared);
+        let shared = Arc::new(Shared {
+            path: self.path,
+            expected_state: state.clone(),
+            result: Mutex::new(Some(tx)),
+            warned: AtomicBool::new(false),
+        });
+        // One handler for every path and method: it decides what is the callback.
+        let app = axum::Router::new().fallback(callback).with_state(shared);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(self.listener, app)
@@ -99,22 +100,51 @@ impl Callback {
 }
 
 struct Shared {
+    /// The redirect URI's path: the only one answered.
+    path: String,
     expected_state: Secret,
-    /// Taken by the first callback: one answer per login.
+    /// Taken by the first request that carries the state: one answer per login.
     result: Mutex<Option<oneshot::Sender<Result<Secret, CallbackError>>>>,
+    /// Whether a refused request was logged already (once per login, so a flood of them
+    /// cannot flood the terminal).
+    warned: AtomicBool,
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of the state.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn callback(
     State(shared): State<Arc<Shared>>,
-    Query(q): Query<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> (StatusCode, Html<String>) {
-    let result = match (q.get("error"), q.get("state"), q.get("code")) {
-        (_, state, _) if state.map(String::as_str) != Some(shared.expected_state.expose()) => {
-            Err(CallbackError::StateMismatch)
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let ours = method == Method::GET
+        && uri.path() == shared.path
+        && q.get("state").is_some_and(|s| same_secret(s, shared.expected_state.expose()));
+    if !ours {
+        if !shared.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the login callback refused a request that was not Spotify's answer to this login (another \
+                 program on this machine, or an old browser tab); still waiting for the right one"
+            );
         }
-        (Some(e), _, _) if e == "access_denied" => Err(CallbackError::Denied),
-        (Some(e), _, _) => Err(CallbackError::Failed(crate::text::clean(e, 60))),
-        (None, _, Some(code)) if !code.is_empty() => Ok(Secret::new(code.clone())),
+        return (
+            StatusCode::BAD_REQUEST,
+            page(
+                "Not this login",
+                "This is not Spotify's answer to the login spotguard is waiting for, so it was ignored. \
+                 If you are logging in, finish on Spotify's page in the tab spotguard opened.",
+            ),
+        );
+    }
+    let result = match (q.get("error"), q.get("code")) {
+        (Some(e), _) if e == "access_denied" => Err(CallbackError::Denied),
+        (Some(e), _) => Err(CallbackError::Failed(shown(e))),
+        (None, Some(code)) if !code.is_empty() => Ok(Secret::new(code.clone())),
         _ => Err(CallbackError::MissingCode),
     };
     let page = match &result {
@@ -137,10 +167,41 @@ async fn callback(
     }
 }
 
+/// The authorization server's `error` as the terminal may show it: at most 60 characters,
+/// controls, bidi overrides and invisible characters escaped (`\u{1b}`), never raw.
+fn shown(error: &str) -> String {
+    let mut cut: String = error.chars().take(60).collect();
+    if cut.len() < error.len() {
+        cut.push('…');
+    }
+    crate::text::terminal(&cut)
+}
+
 fn page(title: &str, text: &str) -> Html<String> {
     let text = crate::text::escape_markup(text);
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>spotguard: {title}</title></head>\
          <body style=\"font-family:sans-serif;max-width:36em;margin:4em auto\"><h1>{title}</h1><p>{text}</p></body></html>"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_from_the_callback_is_escaped_and_cut() {
+        let e = shown("server_error\u{1b}]0;pwned\u{7}\u{202e}txt.exe");
+        assert!(!e.chars().any(|c| c.is_control() || c == '\u{202e}'), "{e:?}");
+        assert!(e.contains("\\u{1b}") && e.contains("\\u{202e}"), "{e}");
+        assert_eq!(shown(&"x".repeat(100)).chars().count(), 61);
+    }
+
+    #[test]
+    fn the_state_comparison_needs_every_byte() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+        assert!(!same_secret("", "a"));
+    }
 }

@@ -519,16 +519,14 @@ mod tests {
     #[tokio::test]
     async fn refreshed_tokens_that_cannot_be_saved_are_kept_and_saved_later() {
         let s = setup(chrono::Duration::seconds(30)).await;
-        let dir = s.files.path("default").expect("path").parent().expect("dir").to_path_buf();
-        // A directory where the atomic write puts its temp file: the save fails, even as root.
-        let blocker = dir.join(".default.json.tmp");
-        std::fs::create_dir(&blocker).expect("blocker");
+        // Saves fail (as on a full disk) while the refreshed token is held.
+        s.files.fail_saves.store(true, std::sync::atomic::Ordering::SeqCst);
         let first = s.session.access().await.expect("refreshed, held in memory");
         let again = s.session.access().await.expect("still usable");
         assert_eq!(first.token, again.token, "no second refresh of a spent token");
         assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
         assert_ne!(s.files.load("default").expect("load").access_token, first.token, "not saved yet");
-        std::fs::remove_dir(&blocker).expect("unblock");
+        s.files.fail_saves.store(false, std::sync::atomic::Ordering::SeqCst);
         s.session.access().await.expect("saved now");
         assert_eq!(s.files.load("default").expect("load").access_token, first.token);
     }

@@ -1,5 +1,9 @@
 //! `spotguard devices [trust|forget]`: the devices on record, and the person's verdicts.
+//!
+//! `trust --all` prints what it is about to trust and asks on a terminal; without one it
+//! trusts nothing unless `--yes` says the list is accepted unseen.
 
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -30,15 +34,19 @@ pub struct Cmd {
 enum Action {
     /// Trust a device: it will not be alerted on again (--all: every device online now)
     #[command(
-        after_help = "Examples:\n  spotguard devices trust \"Kitchen speaker\"\n  spotguard devices trust --all"
+        after_help = "Examples:\n  spotguard devices trust \"Kitchen speaker\"\n  spotguard devices trust --all\n  \
+                      spotguard devices trust --all --yes   (in a script: no question)"
     )]
     Trust {
         /// The device's id, an id prefix (4+ characters), or its name
         #[arg(required_unless_present = "all")]
         device: Option<String>,
-        /// Trust every untrusted device Spotify listed at the last poll, after printing them
+        /// Trust every untrusted device Spotify listed at the last poll: prints them and asks
         #[arg(long, conflicts_with = "device")]
         all: bool,
+        /// With --all: do not ask (needed when stdin is not a terminal)
+        #[arg(long, requires = "all")]
+        yes: bool,
     },
     /// Take trust back: the device is alerted on again like any unknown one
     #[command(after_help = "Example: spotguard devices untrust \"Old laptop\"")]
@@ -121,7 +129,7 @@ impl Cmd {
                     print_table(&rows, &account_name);
                 }
             }
-            Some(Action::Trust { all: true, .. }) => {
+            Some(Action::Trust { all: true, yes, .. }) => {
                 let rows = match account {
                     Some(a) => ctx.store.call(move |s| s.devices(a, false)).await?,
                     None => Vec::new(),
@@ -131,10 +139,29 @@ impl Cmd {
                     say("No untrusted device was online at the last poll; nothing to trust.");
                     return Ok(ExitCode::SUCCESS);
                 }
-                say(&format!("Trusting {} device(s) Spotify listed at the last poll:", online.len()));
+                // An intruder online right now would be on this list: the person reads it
+                // before anything is trusted, and a script must say it accepts it unseen.
+                say(&if yes {
+                    format!("Trusting {} device(s) Spotify listed at the last poll:", online.len())
+                } else {
+                    format!("Spotify listed {} untrusted device(s) at the last poll:", online.len())
+                });
                 for d in &online {
                     say(&format!("  {} ({})", name(&d.name), name(&d.kind)));
                 }
+                if !yes {
+                    if !std::io::stdin().is_terminal() {
+                        bail!(
+                            "nothing was trusted: `devices trust --all` asks before trusting, and stdin is not \
+                             a terminal; read the list above, then pass --yes to trust them without a question"
+                        );
+                    }
+                    if !confirm(&format!("Trust all {}? [y/N] ", online.len())).await? {
+                        say("Nothing was trusted.");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                // Exactly the devices shown, even if a poll changed the list meanwhile.
                 let keys: Vec<i64> = online.iter().map(|d| d.key).collect();
                 ctx.store
                     .call(move |s| {
@@ -144,6 +171,7 @@ impl Cmd {
                         Ok(())
                     })
                     .await?;
+                say(&format!("Trusted {} device(s).", online.len()));
             }
             Some(Action::Trust { device, .. }) => {
                 let device = device.unwrap_or_default();
@@ -232,6 +260,18 @@ impl Cmd {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Asks a yes/no question on the terminal; only `y` or `yes` is a yes.
+async fn confirm(question: &str) -> anyhow::Result<bool> {
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// Finds exactly one device or explains why not, changing nothing.

@@ -1,9 +1,12 @@
 //! `spotguard login` and `spotguard logout`: authorise spotguard for an account, or forget it.
+//!
+//! A login is for the Spotify user the account already watches: when `/me` names another one,
+//! nothing is saved unless `--switch-user` says that is intended.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use chrono::Utc;
 
 use crate::auth::login::Callback;
@@ -23,6 +26,11 @@ pub struct Cmd {
     /// How long to wait for Spotify's answer
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     timeout: Duration,
+    /// Accept a different Spotify user than the one this account watched until now (its
+    /// device history then continues under the new user; a new [[accounts]] entry keeps them
+    /// apart)
+    #[arg(long)]
+    switch_user: bool,
 }
 
 impl Cmd {
@@ -55,16 +63,39 @@ impl Cmd {
         })?;
         let user =
             ctx.client.me(&tokens.access_token).await.context("logged in, but cannot read the account")?;
+        let label = match user.display_name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => format!("\u{201c}{}\u{201d} ({})", terminal(name), terminal(&user.id)),
+            None => terminal(&user.id),
+        };
+        // Whoever completes the login decides whose tokens these are: a code from another
+        // person's login (a forged callback, a shared browser) must not quietly make this
+        // account's history theirs. Checked before anything is saved.
+        let id = account.id;
+        let watched = ctx.store.call(move |s| s.spotify_user(id)).await?;
+        if let Some(watched) = watched.filter(|w| *w != user.id) {
+            if !self.switch_user {
+                bail!(
+                    "this login is Spotify user {label}, but account {} watches Spotify user {}: nothing was \
+                     stored; log in as {} (log out of Spotify in the browser first), or pass --switch-user \
+                     if this account should watch {label} from now on",
+                    account.name,
+                    terminal(&watched),
+                    terminal(&watched)
+                );
+            }
+            println!(
+                "Switching account {} from Spotify user {} to {label}: its device history continues under the \
+                 new user.",
+                account.name,
+                terminal(&watched)
+            );
+        }
         {
             // Under the token lock: a refresh of the old login in flight elsewhere finishes
             // first instead of overwriting this login with its save.
             let _lock = ctx.tokens.lock(&account.name).await?;
             ctx.tokens.save(&account.name, &tokens).await?;
         }
-        let label = match user.display_name.as_deref().filter(|n| !n.is_empty()) {
-            Some(name) => format!("\u{201c}{}\u{201d} ({})", terminal(name), terminal(&user.id)),
-            None => terminal(&user.id),
-        };
         let (id, user_id, authorized_at) = (account.id, user.id.clone(), tokens.authorized_at);
         ctx.store.call(move |s| s.record_login(id, Utc::now(), &user_id, authorized_at)).await?;
         println!(

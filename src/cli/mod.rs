@@ -118,10 +118,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(cmd) => cmd.run(context(cli.config)?).await,
         Command::Report(cmd) => cmd.run(context(cli.config)?).await,
         Command::FakeSpotify(cmd) => cmd.run().await,
-        Command::Run(cmd) => match context(cli.config) {
-            Ok(ctx) => cmd.run(ctx).await,
-            Err(e) => Err(run::cannot_start(e).await),
-        },
+        Command::Run(cmd) => {
+            // Before the context reads anything secret.
+            run::forbid_dumps();
+            match context(cli.config) {
+                Ok(ctx) => cmd.run(ctx).await,
+                Err(e) => Err(run::cannot_start(e).await),
+            }
+        }
         Command::Check(cmd) => cmd.run(context(cli.config)?).await,
         Command::Devices(cmd) => cmd.run(context(cli.config)?).await,
         Command::Login(cmd) => cmd.run(context(cli.config)?).await,

@@ -1,4 +1,5 @@
-//! `spotguard report --html FILE`: the timeline page, written atomically.
+//! `spotguard report --html FILE`: the timeline page, written atomically and private (0600,
+//! less the umask) with [`crate::fsutil::write_atomic`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,9 +44,13 @@ impl Cmd {
             presence,
             events,
         });
-        let tmp = self.html.with_extension("html.tmp");
-        std::fs::write(&tmp, page).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.html).with_context(|| format!("cannot write {}", self.html.display()))?;
+        // Private: the page lists the account's devices and when they were used. 0600 less the
+        // umask, through a fresh temporary file that a planted link cannot redirect.
+        let out = self.html.clone();
+        tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&out, page.as_bytes(), 0o600))
+            .await
+            .context("the writer stopped")?
+            .with_context(|| format!("cannot write {}", self.html.display()))?;
         println!("Wrote {} (last {} days of account {}).", self.html.display(), self.days, account.name);
         Ok(ExitCode::SUCCESS)
     }

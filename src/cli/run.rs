@@ -1,5 +1,6 @@
 //! `spotguard run`: the daemon in the foreground; systemd or launchd supervise it.
-//! SIGTERM and SIGINT stop it, SIGHUP reloads the configuration.
+//! SIGTERM and SIGINT stop it, SIGHUP reloads the configuration. It makes itself
+//! non-dumpable first ([`forbid_dumps`]): its memory holds the tokens.
 
 use std::process::ExitCode;
 
@@ -19,6 +20,23 @@ impl Cmd {
         forward_signals(tx)?;
         daemon::run(ctx, rx).await?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Makes the daemon non-dumpable (`PR_SET_DUMPABLE` 0) before it reads a token: no core
+/// file, no `ptrace` and no `/proc/PID/mem` or `environ` for other processes of the same
+/// user (the kernel gives the process's `/proc` entries to root). The unit's `LimitCORE=0`
+/// covers core files under systemd; this covers a daemon started by hand, and the rest.
+/// A failure (a seccomp filter that forbids `prctl`) is logged, not fatal: an unwatched
+/// account is worse than a readable daemon. Linux only; elsewhere nothing to do.
+pub fn forbid_dumps() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        tracing::warn!(
+            error = %e,
+            "cannot make the daemon non-dumpable (prctl PR_SET_DUMPABLE): other processes of this user may \
+             read its memory"
+        );
     }
 }
 

@@ -18,11 +18,8 @@ pub const SYSTEMD_UNIT: &str = systemd::UNIT;
 /// What cannot be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error(
-        "the path {0:?} cannot be written into a service file (it holds a control character or is not \
-         UTF-8); choose another path"
-    )]
-    Unrepresentable(PathBuf),
+    #[error("the path {path:?} cannot be written into a service file ({why}); choose another path")]
+    Unrepresentable { path: PathBuf, why: &'static str },
 }
 
 /// Which service manager.
@@ -61,13 +58,16 @@ pub struct Plan {
     pub commands: Vec<Vec<String>>,
 }
 
-/// A path as plist text: XML-escaped; control characters (which XML 1.0 cannot carry) and
-/// non-UTF-8 paths are refused.
+/// A path as plist text: XML-escaped; control characters and the non-characters U+FFFE and
+/// U+FFFF (which XML 1.0 cannot carry, or should not), and non-UTF-8 paths are refused.
+/// launchd passes `ProgramArguments` as they are: no quoting, no expansion.
 fn xml(p: &Path) -> Result<String, ServiceError> {
-    match p.to_str() {
-        Some(s) if !s.chars().any(char::is_control) => Ok(crate::text::escape_markup(s)),
-        _ => Err(ServiceError::Unrepresentable(p.to_path_buf())),
+    let refuse = |why| ServiceError::Unrepresentable { path: p.to_path_buf(), why };
+    let s = p.to_str().ok_or_else(|| refuse("it is not UTF-8"))?;
+    if s.chars().any(|c| c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}')) {
+        return Err(refuse("it holds a control character such as a newline"));
     }
+    Ok(crate::text::escape_markup(s))
 }
 
 /// The LaunchAgent plist for `target`; logs go to `logs`.

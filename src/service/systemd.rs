@@ -104,16 +104,36 @@ pub const REDUCED: &[&str] = &[
     "CapabilityBoundingSet=~",
 ];
 
-/// A word for a unit file: `%` doubled (systemd's specifier character), quoted when it holds
-/// a space, a quote or a backslash. Control characters cannot be represented (a newline
-/// would start a new directive) and are refused.
-pub fn unit_word(p: &Path) -> Result<String, ServiceError> {
-    let s = p.to_str().ok_or_else(|| ServiceError::Unrepresentable(p.to_path_buf()))?;
+/// Where a path goes in a unit file: systemd reads the places differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The program of `ExecStart=`, or an entry of `BindPaths=`/`BindReadOnlyPaths=`: `%` starts
+    /// a specifier, white space and (in the bind lists) `:` separate words.
+    Path,
+    /// An argument of `ExecStart=`: as [`Place::Path`], and `$` starts a variable (`${HOME}`);
+    /// `$$` is one `$`. The program itself is never expanded, so it keeps its `$`.
+    Argument,
+}
+
+/// A path as one word of a unit file: `%` doubled (systemd's specifier character), `$`
+/// doubled in arguments, and the whole word in double quotes (with `\` and `"` escaped)
+/// when it holds a space, a quote, a backslash or a `:`, which a bind list would read as the
+/// start of a destination. A path that cannot be one word is refused: a control character
+/// (a newline would start a new directive), one that is not UTF-8, or a relative one.
+pub fn unit_word(p: &Path, place: Place) -> Result<String, ServiceError> {
+    let refuse = |why| ServiceError::Unrepresentable { path: p.to_path_buf(), why };
+    let s = p.to_str().ok_or_else(|| refuse("it is not UTF-8"))?;
     if s.chars().any(char::is_control) {
-        return Err(ServiceError::Unrepresentable(p.to_path_buf()));
+        return Err(refuse("it holds a control character such as a newline"));
     }
-    let s = s.replace('%', "%%");
-    Ok(if s.contains([' ', '"', '\\', '\'']) {
+    if !p.is_absolute() {
+        return Err(refuse("it is not absolute"));
+    }
+    let mut s = s.replace('%', "%%");
+    if place == Place::Argument {
+        s = s.replace('$', "$$");
+    }
+    Ok(if s.contains([' ', '"', '\\', '\'', ':']) {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s
@@ -122,13 +142,23 @@ pub fn unit_word(p: &Path) -> Result<String, ServiceError> {
 
 /// The unit file for `target`.
 pub fn render(target: &Target) -> Result<String, ServiceError> {
+    // Every path of the target goes through `unit_word`: none reaches the text unchecked.
     let args = match &target.config {
-        Some(c) => format!(" --config {}", unit_word(c)?),
+        Some(c) => format!(" --config {}", unit_word(c, Place::Argument)?),
         None => String::new(),
     };
     // `-`: a config dir that does not exist (defaults only) is not an error.
-    let read_only = format!("-{} {}", unit_word(&target.config_dir)?, unit_word(&target.binary)?);
-    Ok(fill(&unit_word(&target.binary)?, &args, &unit_word(&target.data_dir)?, &read_only))
+    let read_only = format!(
+        "-{} {}",
+        unit_word(&target.config_dir, Place::Path)?,
+        unit_word(&target.binary, Place::Path)?
+    );
+    Ok(fill(
+        &unit_word(&target.binary, Place::Path)?,
+        &args,
+        &unit_word(&target.data_dir, Place::Path)?,
+        &read_only,
+    ))
 }
 
 /// The unit the Debian package ships: `/usr/bin/spotguard`, the default config, and the
@@ -504,6 +534,36 @@ mod tests {
         assert!(err.to_string().contains("cannot be written into a service file"), "{err}");
         let t = Target { binary: PathBuf::from("/opt/100%/spotguard"), ..target() };
         assert!(render(&t).expect("renders").contains("ExecStart=/opt/100%%/spotguard run"));
+        for (bad, why) in [
+            (Target { config: Some(PathBuf::from("/a\nExecStartPre=/x/c.toml")), ..target() }, "control"),
+            (Target { config_dir: PathBuf::from("/a\rb"), ..target() }, "control"),
+            (Target { binary: PathBuf::from("/a\u{85}b"), ..target() }, "control"),
+            (Target { data_dir: PathBuf::from("relative/dir"), ..target() }, "not absolute"),
+        ] {
+            let err = render(&bad).expect_err("refused").to_string();
+            assert!(err.contains(why) && !err.contains('\n') && !err.contains('\r'), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_quoted_the_way_systemd_reads_each_place() {
+        let word = |p: &str, place| unit_word(Path::new(p), place).expect("representable");
+        // A bind list reads `:` as source:destination, so such a path is one quoted word.
+        assert_eq!(word("/home/a/d:e", Place::Path), "\"/home/a/d:e\"");
+        assert_eq!(word("/home/a b", Place::Path), "\"/home/a b\"");
+        assert_eq!(word("/home/a\\\"b", Place::Path), "\"/home/a\\\\\\\"b\"");
+        // `$` is expanded in arguments only; `%` everywhere.
+        assert_eq!(word("/home/$USER/c.toml", Place::Argument), "/home/$$USER/c.toml");
+        assert_eq!(word("/home/$USER/spotguard", Place::Path), "/home/$USER/spotguard");
+        assert_eq!(word("/home/50%", Place::Argument), "/home/50%%");
+        let t = Target {
+            config: Some(PathBuf::from("/home/a/${HOME}/c.toml")),
+            data_dir: PathBuf::from("/home/a/x:/etc"),
+            ..target()
+        };
+        let unit = render(&t).expect("renders");
+        assert!(unit.contains(" run --config /home/a/$${HOME}/c.toml\n"), "{unit}");
+        assert!(unit.contains("BindPaths=\"/home/a/x:/etc\"\n"), "{unit}");
     }
 
     #[test]

@@ -718,6 +718,11 @@ impl Store {
         .flatten())
     }
 
+    /// The Spotify user the account's last login was for, if one was recorded.
+    pub fn spotify_user(&self, account: AccountId) -> Result<Option<String>, StoreError> {
+        Ok(row(&self.conn, "SELECT spotify_user FROM accounts WHERE id = ?1", [account], |r| r.get(0))?)
+    }
+
     /// A new login: access is back, and who it is, recorded as an event.
     pub fn record_login(
         &mut self,

@@ -298,7 +298,9 @@ fn access_lost_is_recorded_once_until_a_new_login() {
     );
     assert_eq!(store.access_lost_at(a).expect("lost"), Some(t(1)));
     assert_eq!(store.undelivered(10).expect("outbox").len(), 1);
+    assert_eq!(store.spotify_user(a).expect("user"), None, "no login recorded yet");
     store.record_login(a, t(3), "Ann", t(3)).expect("login");
+    assert_eq!(store.spotify_user(a).expect("user").as_deref(), Some("Ann"));
     assert_eq!(store.access_lost_at(a).expect("lost"), None);
     assert_eq!(store.lost_login(a).expect("login"), None, "a login forgets the dead one");
     let s = &store.account_status().expect("status")[0];
