@@ -200,7 +200,7 @@ pub fn record_seen(store: &mut Store, id: &str, name: &str, kind: &str) -> i64 {
         ..Default::default()
     };
     let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 6, ignore: Vec::new() };
-    let snapshot = Snapshot { devices: vec![seen], playback: None, skipped: 0 };
+    let snapshot = Snapshot { devices: vec![seen], playback: None, skipped: 0, cut: 0 };
     store
         .poll(account, now, Duration::ZERO, Recording::Record, |known| {
             evaluate(known, &snapshot, &policy, now)
