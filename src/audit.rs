@@ -10,13 +10,25 @@
 //! player gets one per tab, restricted devices may have none. A device seen now is the
 //! device on record
 //! 1. whose recorded ids include its `id`; else
-//! 2. with the same name and type (type compared case- and separator-insensitively) that no
-//!    other device in this same snapshot already claimed by id; the new id is then recorded
-//!    as an alias instead of raising an alert.
+//! 2. whose name looks the same ([`Skeleton`]: invisible characters dropped, NFKC,
+//!    case-folded, confusables mapped) and whose type is the same (compared case- and
+//!    separator-insensitively), among the records no other device in this same snapshot
+//!    already claimed; the new id is then recorded as an alias instead of raising an alert.
 //!
-//! Trade-off, stated plainly: a device that copies the exact name and type of a trusted
-//! device *while that device is offline* is taken for it and not flagged. While both are
-//! online at once the copy cannot claim the record (rule 2) and is flagged as unknown.
+//! Names are compared by how they look, never by their bytes (issue 11): "Phone\u{200b}",
+//! "Phone ", "Ph\u{43e}ne" (a Cyrillic o) are "Phone" to a reader. So a rename that only adds
+//! an invisible character is not a new device, and an **imitation** is told apart: an
+//! untrusted device whose name looks like a trusted device's while it is not that device.
+//! A look-alike with a new id online *next to* the trusted original cannot claim the
+//! original's record (rule 2: the original claimed it by id) and is flagged; one with
+//! another type is flagged whether or not the original is online (rule 2 never takes it for
+//! the original). Its alert says which trusted device it looks like, shows the start of its
+//! id and what differs (invisible characters, spaces, other characters by code point, type),
+//! and has no Trust button.
+//!
+//! Trade-off, stated plainly: a device that copies the look of a trusted device's name and
+//! its type *while that device is offline* is taken for it and not flagged. While both are
+//! online at once the copy cannot claim the record and is flagged as an imitation.
 //! The alternative, alerting on every id rotation, buries the person in false alarms.
 //!
 //! # Absence is evidence only when every device was read
@@ -40,7 +52,13 @@
 //!   the list) does not re-alert, and one that is simply not seen is not an event.
 //! - An untrusted device that is playing is alerted at critical urgency, under the same
 //!   re-alert bound; it replaces the "appeared" alert of that device in the same poll.
-//! - A device known by its id under another name is recorded as renamed (quietly).
+//! - A device known under another name is recorded as renamed (quietly), at most
+//!   [`MAX_RENAMES_PER_DAY`] times a day per device: a name that changes every poll costs
+//!   an update in place, not an event per poll.
+//! - More than [`MAX_ALERTS_PER_POLL`] devices to alert in one poll make one `new_devices`
+//!   summary (the first few named, imitations counted) instead of an alert each; they count
+//!   as alerted. So does any alert in a poll whose answer listed more devices than are read
+//!   ([`Snapshot::cut`]): the summary says how many were not read.
 //! - When the distinct devices seen within 30 days reach `device_limit`, one alert, then
 //!   none until a full window has passed.
 //! - The first look at an account (no device ever recorded) trusts nothing, since an
@@ -53,14 +71,24 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::event::Event;
+use crate::event::{Event, LookAlike};
 use crate::spotify::model::{Device, Playback, kind_key};
+use crate::text::Skeleton;
 
 /// The store's key of a device record.
 pub type DeviceKey = i64;
 
 /// The window over which distinct devices are counted against the limit.
 pub const LIMIT_WINDOW_DAYS: u32 = 30;
+
+/// More devices than this to alert in one poll make one summary instead.
+pub const MAX_ALERTS_PER_POLL: usize = 5;
+
+/// The most devices a summary names.
+pub const SUMMARY_NAMES: usize = 10;
+
+/// Rename events recorded per device within a day; later renames only update the name.
+pub const MAX_RENAMES_PER_DAY: u32 = 3;
 
 /// A device on record.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +107,8 @@ pub struct KnownDevice {
     pub muted_until: Option<DateTime<Utc>>,
     /// When "Sign out everywhere" was pressed on its alert, and whether it was followed up.
     pub signout: Option<(DateTime<Utc>, bool)>,
+    /// Rename events recorded for it within the last day (see [`MAX_RENAMES_PER_DAY`]).
+    pub renames_today: u32,
 }
 
 /// Everything the rules need from the store about one account.
@@ -100,9 +130,13 @@ pub struct Snapshot {
     pub devices: Vec<Device>,
     /// `None`: nothing plays, or no device was active so playback was not asked for.
     pub playback: Option<Playback>,
-    /// Devices Spotify listed, or named as playing, that could not be read. Non-zero: a
-    /// device missing from `devices` may still be online, so its absence proves nothing.
+    /// Devices Spotify listed, or named as playing, that were not read: unreadable ones,
+    /// and those beyond the most read from one answer (`cut`). Non-zero: a device missing
+    /// from `devices` may still be online, so its absence proves nothing.
     pub skipped: usize,
+    /// Of `skipped`, the devices beyond `spotify::model::MAX_DEVICES_PER_ANSWER`: counted,
+    /// never looked at. Any alert of such a poll goes into one summary that says so.
+    pub cut: usize,
 }
 
 /// The settings the rules depend on.
@@ -229,13 +263,14 @@ impl Plan {
 /// The rules. `now` is the poll's time.
 pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Plan {
     let observed = observed_devices(snapshot);
-    let targets = resolve(known, &observed);
+    let looks = Looks::of(known, &observed);
+    let targets = resolve(known, &observed, &looks);
     let realert = chrono::Duration::from_std(policy.realert_after).unwrap_or(chrono::Duration::MAX);
     let due = |last: Option<DateTime<Utc>>| last.is_none_or(|t| now.signed_duration_since(t) >= realert);
     let playing_index = playing_index(snapshot, &observed);
 
     let mut plan = Plan { skipped: snapshot.skipped, ..Plan::default() };
-    for (i, (device, target)) in observed.into_iter().zip(targets).enumerate() {
+    for (i, (device, &target)) in observed.into_iter().zip(&targets).enumerate() {
         let record = match target {
             Target::Known(key) => known.devices.iter().find(|d| d.key == key),
             Target::New => None,
@@ -256,7 +291,23 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
             play_alerted: false,
             silenced,
         };
-        if let Some(r) = record.filter(|_| seen.renamed) {
+        // The trusted device this one looks like while not being it, if any: one online in
+        // this snapshot (claimed by another device) rather than one that is not.
+        let looks_like = (!trusted)
+            .then(|| {
+                known
+                    .devices
+                    .iter()
+                    .zip(&looks.known)
+                    .filter(|(r, skeleton)| {
+                        r.trusted && target != Target::Known(r.key) && skeleton.looks_like(&looks.observed[i])
+                    })
+                    .max_by_key(|(r, _)| targets.contains(&Target::Known(r.key)))
+                    .map(|(r, _)| LookAlike { name: r.name.clone(), device_type: r.kind.clone() })
+            })
+            .flatten();
+        let rename_told = record.is_some_and(|r| r.renames_today < MAX_RENAMES_PER_DAY);
+        if let Some(r) = record.filter(|_| seen.renamed && rename_told) {
             plan.events.push(PlannedEvent {
                 seen: Some(i),
                 event: Event::DeviceRenamed {
@@ -279,6 +330,7 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                         device_type: seen.device.kind.clone(),
                         what: p.describe(),
                         private_session: seen.device.is_private_session,
+                        looks_like: looks_like.clone(),
                     },
                 });
             } else if known.first_run {
@@ -292,20 +344,15 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                         name: seen.device.name.clone(),
                         device_type: seen.device.kind.clone(),
                         spotify_id: seen.device.id.clone(),
-                        // A trusted record with this very name and type that this device is
-                        // not: the original claimed it by id, so this one is a copy.
-                        imitates: known.devices.iter().any(|r| {
-                            r.trusted
-                                && seen.target != Target::Known(r.key)
-                                && r.name == seen.device.name
-                                && kind_key(&r.kind) == kind_key(&seen.device.kind)
-                        }),
+                        imitates: looks_like.is_some(),
+                        looks_like,
                     },
                 });
             }
         }
         plan.seen.push(seen);
     }
+    summarise_crowds(&mut plan, known, snapshot.cut);
 
     // Follow up "Sign out everywhere": gone means it worked; still there after the grace
     // period means a partner device, which sign-out does not cover. Gone counts only when
@@ -343,7 +390,8 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
             seen: None,
             event: Event::FirstRun {
                 count: u32::try_from(to_review.len()).unwrap_or(u32::MAX),
-                names: to_review.iter().take(10).map(|s| s.device.name.clone()).collect(),
+                names: to_review.iter().take(SUMMARY_NAMES).map(|s| s.device.name.clone()).collect(),
+                not_read: u32::try_from(snapshot.cut).unwrap_or(u32::MAX),
             },
         });
     }
@@ -358,6 +406,53 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
         });
     }
     plan
+}
+
+/// More than [`MAX_ALERTS_PER_POLL`] "appeared" alerts in one poll, or any in a poll whose
+/// answer was cut, become one `new_devices` summary: a person can act on one notification,
+/// not on hundreds (15,000 new devices once made 15,000). The devices still count as alerted,
+/// so the re-alert bound applies to them as to any. A critical "playing" alert stays its own.
+fn summarise_crowds(plan: &mut Plan, known: &Known, cut: usize) {
+    let appeared = plan.events.iter().filter(|e| matches!(e.event, Event::DeviceAppeared { .. })).count();
+    if known.first_run || appeared == 0 || (appeared <= MAX_ALERTS_PER_POLL && cut == 0) {
+        return;
+    }
+    let (mut names, mut imitating) = (Vec::new(), 0u32);
+    plan.events.retain(|e| match &e.event {
+        Event::DeviceAppeared { name, imitates, .. } => {
+            if names.len() < SUMMARY_NAMES {
+                names.push(name.clone());
+            }
+            imitating += u32::from(*imitates);
+            false
+        }
+        _ => true,
+    });
+    plan.events.push(PlannedEvent {
+        seen: None,
+        event: Event::NewDevices {
+            count: u32::try_from(appeared).unwrap_or(u32::MAX),
+            names,
+            imitating,
+            not_read: u32::try_from(cut).unwrap_or(u32::MAX),
+        },
+    });
+}
+
+/// How every name in play looks ([`Skeleton`]), computed once per poll: the known devices'
+/// and the observed devices', index for index.
+struct Looks {
+    known: Vec<Skeleton>,
+    observed: Vec<Skeleton>,
+}
+
+impl Looks {
+    fn of(known: &Known, observed: &[Device]) -> Looks {
+        Looks {
+            known: known.devices.iter().map(|r| Skeleton::of(&r.name)).collect(),
+            observed: observed.iter().map(|d| Skeleton::of(&d.name)).collect(),
+        }
+    }
 }
 
 /// The device list, plus the playing device when the list lacks it: a restricted device
@@ -391,7 +486,7 @@ fn find_same(devices: &[Device], d: &Device) -> Option<usize> {
 }
 
 /// Applies the identity rule (see the module docs) to every observed device.
-fn resolve(known: &Known, observed: &[Device]) -> Vec<Target> {
+fn resolve(known: &Known, observed: &[Device], looks: &Looks) -> Vec<Target> {
     let mut targets = vec![Target::New; observed.len()];
     let mut claimed = HashSet::new();
     // Pass 1: ids. A record claimed here is not available to name matching.
@@ -403,8 +498,9 @@ fn resolve(known: &Known, observed: &[Device]) -> Vec<Target> {
             *t = Target::Known(r.key);
         }
     }
-    // Pass 2: name and type, for what ids did not resolve.
-    for (t, d) in targets.iter_mut().zip(observed) {
+    // Pass 2: how the name looks, and the type, for what ids did not resolve.
+    let known_kinds: Vec<String> = known.devices.iter().map(|r| kind_key(&r.kind)).collect();
+    for ((t, d), skeleton) in targets.iter_mut().zip(observed).zip(&looks.observed) {
         if *t != Target::New {
             continue;
         }
@@ -412,7 +508,10 @@ fn resolve(known: &Known, observed: &[Device]) -> Vec<Target> {
         let found = known
             .devices
             .iter()
-            .find(|r| !claimed.contains(&r.key) && r.name == d.name && kind_key(&r.kind) == kind);
+            .zip(&looks.known)
+            .zip(&known_kinds)
+            .find(|((r, s), k)| !claimed.contains(&r.key) && **k == kind && s.looks_like(skeleton))
+            .map(|((r, _), _)| r);
         if let Some(r) = found {
             claimed.insert(r.key);
             *t = Target::Known(r.key);
@@ -461,6 +560,7 @@ mod tests {
             play_alerted_at: None,
             muted_until: None,
             signout: None,
+            renames_today: 0,
         }
     }
 
@@ -469,7 +569,7 @@ mod tests {
     }
 
     fn snap(devices: Vec<Device>) -> Snapshot {
-        Snapshot { devices, playback: None, skipped: 0 }
+        Snapshot { devices, playback: None, skipped: 0, cut: 0 }
     }
 
     fn kinds(plan: &Plan) -> Vec<&'static str> {
@@ -511,7 +611,7 @@ mod tests {
         assert!(plan.seen[0].renamed, "a new record takes the name");
         assert!(!plan.all_trusted(&Known::default()));
         match &plan.events[0].event {
-            Event::DeviceAppeared { name, device_type, spotify_id, imitates } => {
+            Event::DeviceAppeared { name, device_type, spotify_id, imitates, .. } => {
                 assert!(!imitates, "nothing to imitate");
                 assert_eq!((name.as_str(), device_type.as_str()), ("iPhone", "Smartphone"));
                 assert_eq!(spotify_id.as_deref(), Some("x"));
@@ -561,10 +661,173 @@ mod tests {
     }
 
     #[test]
-    fn name_match_is_exact() {
+    fn names_match_by_how_they_look_not_by_their_bytes() {
         let k = Known { devices: vec![known(1, &["old"], "Phone", "Smartphone", true)], ..Known::default() };
+        // Case is not a difference a reader relies on: a rotated id under "phone" is the phone.
         let plan = evaluate(&k, &snap(vec![dev(Some("n"), "phone", "Smartphone")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::Known(1));
+        assert!(plan.seen[0].renamed, "the record takes the name as it now is");
+        // Another name is another device.
+        let plan = evaluate(&k, &snap(vec![dev(Some("n"), "Phones", "Smartphone")]), &policy(), t(0));
         assert_eq!(plan.seen[0].target, Target::New);
+        assert!(
+            matches!(&plan.events[0].event, Event::DeviceAppeared { imitates: false, looks_like: None, .. }),
+            "{:?}",
+            plan.events
+        );
+    }
+
+    /// The look-alikes of issue 11 ("Never fooled"): each was alerted as an ordinary unknown
+    /// "Phone" with a Trust button; only a byte-exact copy was flagged.
+    const LOOK_ALIKES: &[&str] = &[
+        "Phone\u{200b}",
+        "Phone ",
+        "Phone\u{E0041}",
+        "Phone\u{3164}",
+        "Ph\u{43e}ne",
+        "Phone\u{2800}",
+        "Phone\u{FE0F}",
+        "Phone",
+    ];
+
+    #[test]
+    fn each_look_alike_online_next_to_the_trusted_phone_is_an_imitation() {
+        let k = Known { devices: vec![known(1, &["orig"], "Phone", "Smartphone", true)], ..Known::default() };
+        for name in LOOK_ALIKES {
+            let s =
+                snap(vec![dev(Some("orig"), "Phone", "Smartphone"), dev(Some("copy-1"), name, "Smartphone")]);
+            let plan = evaluate(&k, &s, &policy(), t(0));
+            assert_eq!(plan.seen[0].target, Target::Known(1), "{name:?}");
+            assert_eq!(plan.seen[1].target, Target::New, "{name:?}: the original claimed the record by id");
+            assert_eq!(kinds(&plan), ["device_appeared"], "{name:?}");
+            match &plan.events[0].event {
+                Event::DeviceAppeared { name: n, imitates, looks_like, spotify_id, .. } => {
+                    assert!(imitates, "{name:?}");
+                    assert_eq!(n, name);
+                    assert_eq!(spotify_id.as_deref(), Some("copy-1"));
+                    let l = looks_like.as_ref().expect("names the original");
+                    assert_eq!((l.name.as_str(), l.device_type.as_str()), ("Phone", "Smartphone"));
+                }
+                e => panic!("{name:?}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_rename_that_only_adds_a_zero_width_space_is_not_a_new_device() {
+        let k = Known { devices: vec![known(1, &["old"], "Phone", "Smartphone", true)], ..Known::default() };
+        // Same id, and a rotated id at the same time: the phone either way.
+        for id in ["old", "new"] {
+            let plan =
+                evaluate(&k, &snap(vec![dev(Some(id), "Phone\u{200b}", "Smartphone")]), &policy(), t(0));
+            assert_eq!(plan.seen[0].target, Target::Known(1), "id {id}");
+            assert!(!plan.events.iter().any(|e| e.event.kind() == "device_appeared"), "{:?}", plan.events);
+            assert!(plan.all_trusted(&k), "still the trusted phone");
+        }
+    }
+
+    #[test]
+    fn a_look_alike_of_another_type_is_an_imitation_even_while_the_original_is_offline() {
+        let k = Known { devices: vec![known(1, &["orig"], "Phone", "Smartphone", true)], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(Some("c"), "Ph\u{43e}ne", "Computer")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::New, "another type is never taken for the original");
+        match &plan.events[0].event {
+            Event::DeviceAppeared { imitates: true, looks_like: Some(l), .. } => assert_eq!(l.name, "Phone"),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_recorded_look_alike_stays_an_imitation_when_the_original_is_offline() {
+        let mut copy = known(2, &["copy"], "Phone\u{200b}", "Smartphone", false);
+        copy.alerted_at = Some(t(-2 * 24 * 60));
+        let k = Known {
+            devices: vec![known(1, &["orig"], "Phone", "Smartphone", true), copy],
+            ..Known::default()
+        };
+        let plan =
+            evaluate(&k, &snap(vec![dev(Some("copy"), "Phone\u{200b}", "Smartphone")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::Known(2));
+        assert!(
+            matches!(&plan.events[0].event, Event::DeviceAppeared { imitates: true, .. }),
+            "{:?}",
+            plan.events
+        );
+    }
+
+    #[test]
+    fn a_look_alike_that_plays_is_named_as_one() {
+        let k = Known { devices: vec![known(1, &["orig"], "Phone", "Smartphone", true)], ..Known::default() };
+        let copy = Device { is_active: true, ..dev(Some("copy"), "Ph\u{43e}ne", "Smartphone") };
+        let s = Snapshot {
+            devices: vec![dev(Some("orig"), "Phone", "Smartphone"), copy.clone()],
+            playback: Some(playing(copy, "Song")),
+            skipped: 0,
+            cut: 0,
+        };
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert!(
+            matches!(&plan.events[0].event, Event::UnknownPlaying { looks_like: Some(l), .. } if l.name == "Phone"),
+            "{:?}",
+            plan.events
+        );
+    }
+
+    fn strangers(n: usize) -> Vec<Device> {
+        (0..n).map(|i| dev(Some(&format!("s{i}")), &format!("Stranger {i}"), "Computer")).collect()
+    }
+
+    #[test]
+    fn more_than_five_new_devices_at_once_make_one_summary() {
+        let reviewed =
+            Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
+        let p = Policy { device_limit: 10_000, ..policy() };
+        let five = evaluate(&reviewed, &snap(strangers(5)), &p, t(0));
+        assert_eq!(kinds(&five), ["device_appeared"; 5], "five are alerted one by one");
+        let mut crowd = strangers(2000);
+        crowd.push(dev(Some("a"), "Laptop", "Computer"));
+        crowd.push(dev(Some("c"), "Laptop\u{200b}", "Computer"));
+        let plan = evaluate(&reviewed, &snap(crowd), &p, t(0));
+        assert_eq!(kinds(&plan), ["new_devices"]);
+        match &plan.events[0].event {
+            Event::NewDevices { count, names, imitating, not_read } => {
+                assert_eq!((*count, *imitating, *not_read), (2001, 1, 0));
+                assert_eq!(names.len(), SUMMARY_NAMES);
+                assert_eq!(names[0], "Stranger 0");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(
+            plan.seen.iter().filter(|s| s.target == Target::New).all(|s| s.alerted),
+            "told, so the re-alert bound applies"
+        );
+    }
+
+    #[test]
+    fn any_alert_of_a_cut_answer_goes_into_a_summary_that_says_so() {
+        let reviewed =
+            Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
+        let s = Snapshot { devices: strangers(1), playback: None, skipped: 1500, cut: 1500 };
+        let plan = evaluate(&reviewed, &s, &policy(), t(0));
+        assert_eq!(kinds(&plan), ["new_devices"]);
+        assert!(matches!(plan.events[0].event, Event::NewDevices { count: 1, not_read: 1500, .. }));
+        // Nothing to alert: nothing new to say (the first such poll said it).
+        let quiet = Snapshot { devices: vec![dev(Some("a"), "Laptop", "Computer")], ..s };
+        assert!(evaluate(&reviewed, &quiet, &policy(), t(0)).events.is_empty());
+    }
+
+    #[test]
+    fn renames_are_recorded_at_most_three_times_a_day() {
+        let mut r = known(1, &["a"], "Laptop", "Computer", true);
+        r.renames_today = MAX_RENAMES_PER_DAY - 1;
+        let k = Known { devices: vec![r.clone()], ..Known::default() };
+        let s = snap(vec![dev(Some("a"), "Laptop 2", "Computer")]);
+        assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(0))), ["device_renamed"]);
+        r.renames_today = MAX_RENAMES_PER_DAY;
+        let k = Known { devices: vec![r], ..Known::default() };
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert!(plan.events.is_empty(), "{:?}", plan.events);
+        assert!(plan.seen[0].renamed, "the name is still updated");
     }
 
     #[test]
@@ -577,7 +840,7 @@ mod tests {
         assert_eq!(plan.seen[1].target, Target::Known(1));
         assert_eq!(kinds(&plan), ["device_appeared"]);
         assert!(
-            matches!(plan.events[0].event, Event::DeviceAppeared { imitates: true, .. }),
+            matches!(&plan.events[0].event, Event::DeviceAppeared { imitates: true, looks_like: Some(l), .. } if l.name == "Phone"),
             "the alert says it is a copy"
         );
     }
@@ -608,6 +871,7 @@ mod tests {
             devices: vec![Device { is_active: true, ..d.clone() }],
             playback: Some(playing(d, "Song")),
             skipped: 0,
+            cut: 0,
         };
         let plan = evaluate(&Known::default(), &s, &policy(), t(0));
         assert_eq!(kinds(&plan), ["unknown_playing"]);
@@ -624,7 +888,7 @@ mod tests {
         let mut r = known(1, &["x"], "Speaker", "Speaker", false);
         r.alerted_at = Some(t(0));
         let d = dev(Some("x"), "Speaker", "Speaker");
-        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0 };
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0, cut: 0 };
         let k = Known { devices: vec![r.clone()], ..Known::default() };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(5))), ["unknown_playing"]);
         r.play_alerted_at = Some(t(5));
@@ -639,7 +903,7 @@ mod tests {
         p.is_playing = false;
         let plan = evaluate(
             &Known::default(),
-            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0 },
+            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0, cut: 0 },
             &policy(),
             t(0),
         );
@@ -650,7 +914,7 @@ mod tests {
     fn trusted_device_playing_is_quiet() {
         let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
         let d = dev(Some("a"), "Laptop", "Computer");
-        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0 };
+        let s = Snapshot { devices: vec![d.clone()], playback: Some(playing(d, "Song")), skipped: 0, cut: 0 };
         assert!(evaluate(&k, &s, &policy(), t(0)).events.is_empty());
     }
 
@@ -662,6 +926,7 @@ mod tests {
             devices: vec![dev(Some("a"), "Laptop", "Computer")],
             playback: Some(playing(hidden, "Song")),
             skipped: 0,
+            cut: 0,
         };
         let plan = evaluate(&k, &s, &policy(), t(0));
         assert_eq!(plan.seen.len(), 2);
@@ -676,7 +941,7 @@ mod tests {
         p.device = None;
         let plan = evaluate(
             &Known::default(),
-            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0 },
+            &Snapshot { devices: vec![d], playback: Some(p), skipped: 0, cut: 0 },
             &policy(),
             t(0),
         );
@@ -723,7 +988,7 @@ mod tests {
         assert_eq!(kinds(&plan), ["first_run"]);
         assert_eq!(
             plan.events[0].event,
-            Event::FirstRun { count: 2, names: vec!["Laptop".into(), "Phone".into()] }
+            Event::FirstRun { count: 2, names: vec!["Laptop".into(), "Phone".into()], not_read: 0 }
         );
         assert!(plan.seen.iter().all(|s| s.alerted && s.target == Target::New));
         assert!(!plan.all_trusted(&k));
@@ -739,6 +1004,7 @@ mod tests {
             devices: vec![d.clone(), dev(Some("y"), "Laptop", "Computer")],
             playback: Some(playing(d, "Song")),
             skipped: 0,
+            cut: 0,
         };
         assert_eq!(kinds(&evaluate(&k, &s, &policy(), t(0))), ["unknown_playing", "first_run"]);
     }
@@ -772,7 +1038,8 @@ mod tests {
         r.signout = Some((t(0), false));
         let k = Known { devices: vec![r], ..Known::default() };
         // The noted device is missing, but one device could not be read: it may be that one.
-        let partial = Snapshot { devices: vec![dev(Some("n"), "New", "Tablet")], playback: None, skipped: 1 };
+        let partial =
+            Snapshot { devices: vec![dev(Some("n"), "New", "Tablet")], playback: None, skipped: 1, cut: 0 };
         let plan = evaluate(&k, &partial, &policy(), t(5));
         assert!(plan.sign_outs.is_empty(), "{:?}", plan.sign_outs);
         assert_eq!(kinds(&plan), ["device_appeared"], "the device that was read is still alerted");
@@ -794,7 +1061,12 @@ mod tests {
         r.alerted_at = Some(t(0));
         r.signout = Some((t(0), false));
         let k = Known { devices: vec![r], ..Known::default() };
-        let s = Snapshot { devices: vec![dev(Some("x"), "Speaker", "Speaker")], playback: None, skipped: 1 };
+        let s = Snapshot {
+            devices: vec![dev(Some("x"), "Speaker", "Speaker")],
+            playback: None,
+            skipped: 1,
+            cut: 0,
+        };
         let plan = evaluate(&k, &s, &policy(), t(61));
         assert_eq!(kinds(&plan), ["still_online_after_sign_out"], "being seen is evidence either way");
     }
@@ -814,7 +1086,8 @@ mod tests {
         let rule = IgnoreRule { name: Some("Web Player*".into()), device_type: Some("computer".into()) };
         let p = Policy { ignore: vec![rule], ..policy() };
         let tab = Device { is_active: true, ..dev(Some("t1"), "Web Player (Firefox)", "Computer") };
-        let s = Snapshot { devices: vec![tab.clone()], playback: Some(playing(tab, "Song")), skipped: 0 };
+        let s =
+            Snapshot { devices: vec![tab.clone()], playback: Some(playing(tab, "Song")), skipped: 0, cut: 0 };
         let plan = evaluate(&Known::default(), &s, &p, t(0));
         assert!(plan.events.is_empty(), "not even playing: {:?}", plan.events);
         assert_eq!(plan.seen.len(), 1, "still recorded");
@@ -847,7 +1120,10 @@ mod tests {
             &p,
             t(0),
         );
-        assert_eq!(plan.events[0].event, Event::FirstRun { count: 1, names: vec!["Phone".into()] });
+        assert_eq!(
+            plan.events[0].event,
+            Event::FirstRun { count: 1, names: vec!["Phone".into()], not_read: 0 }
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::spotify::model::{MAX_DEVICES_PER_ANSWER, kind_key};
+
 /// How loudly an event asks for attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -26,19 +28,50 @@ pub enum Urgency {
 pub enum Event {
     /// The account's first successful poll found devices: one summary instead of one alert
     /// per device. They stay untrusted until the person reviews them.
-    FirstRun { count: u32, names: Vec<String> },
+    FirstRun {
+        count: u32,
+        names: Vec<String>,
+        /// Listed devices beyond the most read from one answer: not looked at. (Absent in
+        /// events written before this field.)
+        #[serde(default, skip_serializing_if = "is_zero")]
+        not_read: u32,
+    },
     /// A device that is not trusted is online, and was not alerted within `realert_after`.
     DeviceAppeared {
         name: String,
         device_type: String,
         spotify_id: Option<String>,
-        /// It has the exact name and type of a trusted device that is online at the same
-        /// time: a copy made to pass for it. (Absent in events written before this field.)
+        /// Its name looks like a trusted device's (the same skeleton, `text::Skeleton`) while
+        /// it is not that device: a copy made to pass for it. (Absent in events written
+        /// before this field.)
         #[serde(default)]
         imitates: bool,
+        /// The trusted device it looks like, so the alert can say what differs. (Absent in
+        /// events written before this field; then the name is the same.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        looks_like: Option<LookAlike>,
+    },
+    /// More new devices at once than are alerted one by one: one summary instead of an alert
+    /// each. They count as alerted, and stay untrusted.
+    NewDevices {
+        count: u32,
+        /// The first few, in the answer's order.
+        names: Vec<String>,
+        /// How many of them look like a trusted device.
+        imitating: u32,
+        /// Listed devices beyond the most read from one answer: not looked at.
+        not_read: u32,
     },
     /// A device that is not trusted is playing.
-    UnknownPlaying { name: String, device_type: String, what: String, private_session: bool },
+    UnknownPlaying {
+        name: String,
+        device_type: String,
+        what: String,
+        private_session: bool,
+        /// The trusted device it looks like while not being it (see `DeviceAppeared`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        looks_like: Option<LookAlike>,
+    },
     /// A known device (matched by its Spotify id) now has another name.
     DeviceRenamed { from: String, to: String, device_type: String },
     /// The number of distinct devices seen within the window reached the limit.
@@ -74,6 +107,17 @@ pub enum Event {
     Unreadable { reason: String },
 }
 
+/// The trusted device an imitation looks like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookAlike {
+    pub name: String,
+    pub device_type: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Who trusted a device: recorded so history can say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +132,7 @@ impl Event {
         match self {
             Event::FirstRun { .. } => "first_run",
             Event::DeviceAppeared { .. } => "device_appeared",
+            Event::NewDevices { .. } => "new_devices",
             Event::UnknownPlaying { .. } => "unknown_playing",
             Event::DeviceRenamed { .. } => "device_renamed",
             Event::DeviceLimit { .. } => "device_limit",
@@ -118,6 +163,7 @@ impl Event {
             Event::Unknown { .. }
             | Event::FirstRun { .. }
             | Event::DeviceAppeared { .. }
+            | Event::NewDevices { .. }
             | Event::DeviceLimit { .. }
             | Event::LoginExpiring { .. }
             | Event::StillOnlineAfterSignOut { .. } => Urgency::Normal,
@@ -135,21 +181,47 @@ impl Event {
     /// terminal or a notification sanitise them for that medium.
     pub fn describe(&self) -> String {
         match self {
-            Event::FirstRun { count, names } => {
+            Event::FirstRun { count, names, not_read } => {
                 format!(
-                    "first look at the account: {count} device(s) online ({}); review them",
-                    names.join(", ")
+                    "first look at the account: {count} device(s) online ({}){}; review them",
+                    names.join(", "),
+                    not_listed(*not_read)
                 )
             }
             Event::DeviceAppeared { name, device_type, imitates: false, .. } => {
                 format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is online")
             }
-            Event::DeviceAppeared { name, device_type, imitates: true, .. } => format!(
+            Event::DeviceAppeared { name, device_type, imitates: true, looks_like: None, .. } => format!(
                 "unknown device \u{201c}{name}\u{201d} ({device_type}) is online next to your trusted device of that name: one is not yours"
             ),
-            Event::UnknownPlaying { name, device_type, what, .. } => {
+            Event::DeviceAppeared { name, device_type, spotify_id, imitates: true, looks_like: Some(l) } => {
+                format!(
+                    "unknown device \u{201c}{name}\u{201d} ({device_type}, {}) looks like your trusted \u{201c}{}\u{201d} \
+                     and is not it: {}",
+                    short_id(spotify_id.as_deref()),
+                    l.name,
+                    how_it_differs(name, device_type, l).join(", ")
+                )
+            }
+            Event::NewDevices { count, names, imitating, not_read } => format!(
+                "{count} new devices at once ({}{}){}{}",
+                names.join(", "),
+                if (*count as usize) > names.len() { ", ..." } else { "" },
+                match imitating {
+                    0 => String::new(),
+                    n => format!("; {n} of them look like trusted devices"),
+                },
+                not_listed(*not_read)
+            ),
+            Event::UnknownPlaying { name, device_type, what, looks_like: None, .. } => {
                 format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is playing {what}")
             }
+            Event::UnknownPlaying { name, device_type, what, looks_like: Some(l), .. } => format!(
+                "unknown device \u{201c}{name}\u{201d} ({device_type}) is playing {what}; it looks like your \
+                 trusted \u{201c}{}\u{201d} and is not it: {}",
+                l.name,
+                how_it_differs(name, device_type, l).join(", ")
+            ),
             Event::DeviceRenamed { from, to, .. } => {
                 format!("device \u{201c}{from}\u{201d} is now called \u{201c}{to}\u{201d}")
             }
@@ -197,6 +269,40 @@ impl Event {
     }
 }
 
+/// "; N more listed were not read", or nothing.
+fn not_listed(not_read: u32) -> String {
+    match not_read {
+        0 => String::new(),
+        n => format!("; {n} more listed were not read (spotguard reads {MAX_DEVICES_PER_ANSWER} per answer)"),
+    }
+}
+
+/// The start of a Spotify id, enough to tell two apart: "id 1a2b3c4d…", or "no id".
+pub fn short_id(id: Option<&str>) -> String {
+    match id {
+        None => "no id".to_string(),
+        Some(id) if id.chars().count() <= 12 => format!("id {id}"),
+        Some(id) => format!("id {}…", id.chars().take(8).collect::<String>()),
+    }
+}
+
+/// What tells an imitation from the trusted device it looks like: its name's differences
+/// (`text::differences`) and its type, if that differs too; "another id" when nothing else
+/// does (an exact copy).
+pub fn how_it_differs(name: &str, device_type: &str, original: &LookAlike) -> Vec<String> {
+    let mut out: Vec<String> = crate::text::differences(name, &original.name)
+        .into_iter()
+        .map(|d| format!("its name has {d}"))
+        .collect();
+    if kind_key(device_type) != kind_key(&original.device_type) {
+        out.push(format!("its type is {device_type}, yours is {}", original.device_type));
+    }
+    if out.is_empty() {
+        out.push("only its id differs".to_string());
+    }
+    out
+}
+
 /// Reads a stored event's JSON. Never fails: a kind this version does not know is
 /// [`Event::Unknown`], anything else that does not decode is [`Event::Unreadable`].
 pub fn decode(details: &str) -> Event {
@@ -220,6 +326,7 @@ pub fn decode(details: &str) -> Event {
 const KINDS: &[&str] = &[
     "first_run",
     "device_appeared",
+    "new_devices",
     "unknown_playing",
     "device_renamed",
     "device_limit",
@@ -274,8 +381,58 @@ mod tests {
                 name: "Phone".into(),
                 device_type: "Smartphone".into(),
                 spotify_id: None,
-                imitates: false
+                imitates: false,
+                looks_like: None
             }
+        );
+    }
+
+    #[test]
+    fn the_kinds_added_for_look_alikes_and_crowds_round_trip_and_older_rows_still_read() {
+        let samples = [
+            Event::NewDevices { count: 500, names: vec!["A".into()], imitating: 1, not_read: 1500 },
+            Event::FirstRun { count: 500, names: vec!["A".into()], not_read: 1500 },
+            Event::DeviceAppeared {
+                name: "Phone\u{200b}".into(),
+                device_type: "Smartphone".into(),
+                spotify_id: Some("x".into()),
+                imitates: true,
+                looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+            },
+        ];
+        for e in samples {
+            assert!(KINDS.contains(&e.kind()), "{}", e.kind());
+            assert_eq!(decode(&serde_json::to_string(&e).expect("json")), e);
+        }
+        assert_eq!(
+            decode(r#"{"kind":"first_run","count":2,"names":["A","B"]}"#),
+            Event::FirstRun { count: 2, names: vec!["A".into(), "B".into()], not_read: 0 }
+        );
+        let first =
+            serde_json::to_string(&Event::FirstRun { count: 1, names: vec![], not_read: 0 }).expect("json");
+        assert!(!first.contains("not_read"), "written as before when there is nothing to say: {first}");
+        assert!(matches!(
+            decode(
+                r#"{"kind":"unknown_playing","name":"S","device_type":"Speaker","what":"x","private_session":false}"#
+            ),
+            Event::UnknownPlaying { looks_like: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_look_alike_is_described_with_what_it_looks_like_and_what_differs() {
+        let e = Event::DeviceAppeared {
+            name: "Ph\u{43e}ne".into(),
+            device_type: "Computer".into(),
+            spotify_id: Some("4f2a9c1b7e5d3a0b9c8d".into()),
+            imitates: true,
+            looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+        };
+        assert_eq!(
+            e.describe(),
+            "unknown device \u{201c}Ph\u{43e}ne\u{201d} (Computer, id 4f2a9c1b…) looks like your trusted \
+             \u{201c}Phone\u{201d} and is not it: its name has other characters (U+043E), its type is Computer, \
+             yours is Smartphone"
         );
     }
 

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, its defaults and validation, platform paths.
-//! - [`spotify`]: the Web API client: typed, tolerant models and error mapping.
+//! - [`spotify`]: the Web API client: typed, tolerant, bounded models and error mapping.
 //! - [`auth`]: tokens: the redacting [`auth::Secret`] and the per-account token files.
 //! - [`store`]: SQLite: migrations, devices and their ids, presence, events (the outbox).
 //! - [`audit`]: the pure rules: known devices + a snapshot -> what to record and alert.
@@ -19,7 +19,8 @@
 //! - [`daemon`]: the per-account poll loops, backoff, reload and shutdown, the instance lock,
 //!   and systemd readiness and watchdog.
 //! - [`service`]: the systemd unit and launchd agent, rendered for `spotguard service`.
-//! - [`text`]: making untrusted names safe for notifications and terminals.
+//! - [`text`]: making untrusted names safe for notifications and terminals, and comparing
+//!   them by how they look (skeletons).
 //! - [`fsutil`]: replacing a file atomically, with a private temporary file no link can redirect.
 //! - [`report`]: the self-contained HTML report (presence timeline, devices, events).
 //! - [`fake`]: a fake Spotify Web API on loopback for tests, the demo and benchmarks.

@@ -468,3 +468,50 @@ async fn merge_makes_two_records_one_trusted_device() {
     let out = s.run(&["devices", "merge", "Phone", "phone-id"]).await;
     assert_eq!(out.status.code(), Some(1), "merging a device with itself is refused");
 }
+
+/// Issue 11: a 1 MiB answer of empty objects (349k of them) was a tree of 349k values and
+/// 349k devices in `check` (debug build: 6.5 s, 346 MB). Now the first 500 are read and the
+/// rest counted. The time and peak memory are printed, not asserted (machines differ).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_1_mib_answer_of_empty_objects_is_cut_at_500_devices_in_check() {
+    let s = Sandbox::new().await;
+    s.seed_reviewed();
+    let n = 349_000;
+    s.spotify.set_devices(vec![serde_json::json!({}); n]);
+    let mut cmd = s.cmd(&["check", "--json"]);
+    let (out, took, peak_kib) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn();
+        let child = child.expect("spotguard runs");
+        // The high-water mark of its resident memory, read while it runs.
+        let status = format!("/proc/{}/status", child.id());
+        let watcher = std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while let Ok(text) = std::fs::read_to_string(&status) {
+                let hwm = text.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+                match hwm.and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
+                    Some(kib) => peak = peak.max(kib),
+                    None => break,
+                }
+                std::thread::yield_now();
+            }
+            peak
+        });
+        let out = child.wait_with_output().expect("spotguard ends");
+        (out, started.elapsed(), watcher.join().unwrap_or_default())
+    })
+    .await
+    .expect("join");
+    eprintln!("check on a 1 MiB answer of {n} empty objects: {took:?}, peak resident {peak_kib} KiB");
+    assert_eq!(out.status.code(), Some(3), "not known to be trusted; stderr: {}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("check --json is JSON");
+    assert_eq!(json["devices"].as_array().map(Vec::len), Some(500), "cut at the bound");
+    assert_eq!(json["unreadable"], n - 500, "the rest counted");
+    assert_eq!(json["over_the_bound"], n - 500);
+    let alerts = json["would_alert"].as_array().expect("alerts");
+    let kinds: Vec<&str> = alerts.iter().filter_map(|a| a["kind"].as_str()).collect();
+    assert_eq!(kinds, ["new_devices", "device_limit"], "one summary, and the limit once a month");
+    assert_eq!(alerts[0]["count"], 500);
+    assert_eq!(alerts[0]["not_read"], n - 500);
+    assert!(stderr(&out).contains("more devices than spotguard reads"), "{}", stderr(&out));
+}

@@ -653,3 +653,29 @@ async fn the_daemon_is_not_dumpable_so_its_own_user_cannot_read_its_memory() {
     assert_eq!(control, user, "a dumpable spotguard process keeps its owner: the check can tell");
     drop(daemon);
 }
+
+/// Issue 11: names were stored as long as Spotify sent them; a 200 KB name is now kept to
+/// 256 visible characters, in the devices table and in the events alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_kb_name_is_stored_capped() {
+    let s = Sandbox::new().await;
+    s.seed_reviewed();
+    let huge = "n".repeat(200 * 1024);
+    s.spotify.set_devices(vec![fake::device("huge-1", &huge, "Smartphone", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_store("the device recorded", Duration::from_secs(15), |st| count(st, "devices") == 2).await;
+    s.wait_for_polls(s.spotify.request_count(DEVICES) + 2, Duration::from_secs(10)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    let conn = rusqlite::Connection::open(s.db_path()).expect("open");
+    let longest: i64 =
+        conn.query_row("SELECT max(length(name)) FROM devices", [], |r| r.get(0)).expect("names");
+    assert_eq!(longest, 257, "256 characters and an ellipsis");
+    let details: i64 =
+        conn.query_row("SELECT max(length(details)) FROM events", [], |r| r.get(0)).expect("events");
+    assert!(details < 1024, "events carry the kept name only: {details}");
+    let of_kind = |kind: &str| -> i64 {
+        conn.query_row("SELECT count(*) FROM events WHERE kind = ?1", [kind], |r| r.get(0)).expect("count")
+    };
+    assert_eq!((of_kind("device_appeared"), of_kind("device_renamed")), (1, 0), "one alert, no rename churn");
+}

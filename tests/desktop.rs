@@ -316,7 +316,11 @@ async fn a_forged_click_from_another_connection_or_an_unoffered_key_trusts_nothi
     ]);
     let mut d = start(&s, &bus);
     let shown = server.wait_for(2, WAIT).await;
-    let copy = shown.iter().find(|n| n.summary.contains("imitating")).expect("the imitation alert").clone();
+    let copy = shown
+        .iter()
+        .find(|n| n.summary.contains("looks like your trusted"))
+        .expect("the imitation alert")
+        .clone();
     let stranger = shown.iter().find(|n| n.summary.starts_with("Unknown device")).expect("the alert").clone();
     assert!(!copy.action_keys().contains(&"trust".to_string()));
 
@@ -343,4 +347,96 @@ async fn a_forged_click_from_another_connection_or_an_unoffered_key_trusts_nothi
     d.signal("TERM");
     assert!(d.wait(WAIT).await.success());
     assert!(!d.log_text().contains('\u{1b}'), "{}", d.log_text());
+}
+
+/// Issue 11 ("Never fooled"): with a trusted "Phone" online, each of these was alerted as an
+/// ordinary unknown "Phone (Smartphone)" with a Trust button; only a byte-exact copy was
+/// flagged. Each is now an imitation: named as looking like the trusted phone, with the start
+/// of its id and what differs, and no Trust button.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_look_alike_of_a_trusted_phone_is_an_imitation_alert_without_a_trust_button() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let mut s = desktop_sandbox().await;
+    // Six devices at once would reach the default device limit: not what this is about.
+    let alerts = format!("[alerts]\n{}\ndevice_limit = 100\n", s.opener_line());
+    s.with_config(&alerts);
+    s.seed_trusted("orig-phone-0001", "Phone", "Smartphone");
+    let look_alikes = [
+        ("Phone\u{200b}", "invisible characters (U+200B)"),
+        ("Phone ", "extra spaces"),
+        ("Phone\u{E0041}", "invisible characters (U+E0041)"),
+        ("Phone\u{3164}", "invisible characters (U+3164)"),
+        ("Ph\u{43e}ne", "other characters (U+043E)"),
+    ];
+    let mut devices = vec![fake::device("orig-phone-0001", "Phone", "Smartphone", false)];
+    for (i, (name, _)) in look_alikes.iter().enumerate() {
+        devices.push(fake::device(&format!("copy{i}-5f3a9c1b7e"), name, "Smartphone", false));
+    }
+    s.spotify.set_devices(devices);
+    let mut d = start(&s, &bus);
+
+    let shown = server.wait_for(look_alikes.len(), WAIT).await;
+    for (i, (_, differs)) in look_alikes.iter().enumerate() {
+        let n = shown
+            .iter()
+            .find(|n| n.body.contains(&format!("id copy{i}-5f…")))
+            .unwrap_or_else(|| panic!("no alert for look-alike {i}: {shown:#?}"));
+        assert_eq!(
+            n.summary,
+            "A device looks like your trusted \u{201c}Phone\u{201d} on your Spotify account"
+        );
+        // The name as it reads (invisible characters dropped), its type and the start of its id.
+        let reads = if i == 4 { "Ph\u{43e}ne" } else { "Phone" };
+        let head = format!("<b>{reads}</b> (Smartphone, id copy{i}-5f…) appeared at ");
+        assert!(n.body.starts_with(&head), "{}", n.body);
+        assert!(
+            n.body.contains(&format!("It is not your trusted <b>Phone</b>: its name has {differs}.")),
+            "{}",
+            n.body
+        );
+        assert_eq!(n.action_keys(), ["default", "sign-out", "apps"], "no Trust button: {}", n.body);
+    }
+    let polls = s.spotify.request_count("/v1/me/player/devices");
+    s.wait_for_polls(polls + 2, WAIT).await;
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert_eq!(server.notifications().len(), look_alikes.len(), "one each, nothing about the original");
+}
+
+/// Issue 11: 15,000 new devices made 15,000 alerts. 2,000 now make one summary: the first 500
+/// are read (the rest counted), and more than 5 alerts at once are summarised.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_new_devices_give_one_summary() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let mut s = reviewed_desktop_sandbox().await;
+    let alerts = format!("[alerts]\n{}\ndevice_limit = 100000\n", s.opener_line());
+    s.with_config(&alerts);
+    let crowd: Vec<_> = (0..2000)
+        .map(|i| fake::device(&format!("crowd-{i:04}"), &format!("Stranger {i}"), "Computer", false))
+        .collect();
+    s.spotify.set_devices(crowd);
+    let mut d = start(&s, &bus);
+
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(n.summary, "500 new devices on your Spotify account");
+    assert!(n.body.starts_with("<b>Stranger 0</b>, <b>Stranger 1</b>, "), "{}", n.body);
+    assert!(n.body.contains("<b>Stranger 9</b> and 490 more appeared at "), "{}", n.body);
+    assert!(
+        n.body.contains("Spotify listed 1500 more that spotguard did not read (it reads 500 per answer)"),
+        "{}",
+        n.body
+    );
+    assert_eq!(n.action_keys(), ["default", "sign-out", "apps"]);
+    let polls = s.spotify.request_count("/v1/me/player/devices");
+    s.wait_for_polls(polls + 2, WAIT).await;
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert_eq!(server.notifications().len(), 1, "one summary, and the later polls are quiet");
+    let st = s.store();
+    let account = st.find_account("default").expect("read").expect("account");
+    assert_eq!(st.devices(account, false).expect("devices").len(), 501, "the reviewed one and 500 read");
+    let log = d.log_text();
+    assert_eq!(log.matches("more devices than spotguard reads").count(), 1, "said once:\n{log}");
 }

@@ -38,8 +38,11 @@ struct Out {
     account: String,
     at: chrono::DateTime<chrono::Utc>,
     devices: Vec<DeviceOut>,
-    /// Devices Spotify listed that could not be read (the log says what was wrong).
+    /// Devices Spotify listed that were not read: unreadable (the log says what was wrong),
+    /// or beyond the most read from one answer (`over_the_bound` of them).
     unreadable: usize,
+    /// Of `unreadable`, the devices beyond `spotify::model::MAX_DEVICES_PER_ANSWER`.
+    over_the_bound: usize,
     playing: Option<String>,
     would_alert: Vec<Event>,
     /// Every device online is trusted: false while one could not be read, since it may not be.
@@ -75,6 +78,7 @@ impl Cmd {
                 })
                 .collect(),
             unreadable: report.snapshot.skipped,
+            over_the_bound: report.snapshot.cut,
             playing: report.snapshot.playback.as_ref().filter(|p| p.is_playing).map(|p| p.describe()),
             would_alert: report
                 .plan
@@ -107,8 +111,18 @@ fn print_text(out: &Out) {
         let active = if d.is_active { ", active" } else { "" };
         println!("  {} ({}{active}): {mark}", name(&d.name), name(&d.kind));
     }
-    if out.unreadable > 0 {
-        println!("  {} more device(s) that could not be read: NOT KNOWN TO BE TRUSTED", out.unreadable);
+    if out.over_the_bound > 0 {
+        println!(
+            "  {} more device(s) not read (spotguard reads {} per answer): NOT KNOWN TO BE TRUSTED",
+            out.over_the_bound,
+            crate::spotify::model::MAX_DEVICES_PER_ANSWER
+        );
+    }
+    if out.unreadable > out.over_the_bound {
+        println!(
+            "  {} more device(s) that could not be read: NOT KNOWN TO BE TRUSTED",
+            out.unreadable - out.over_the_bound
+        );
     }
     if let Some(p) = &out.playing {
         println!("Playing: {}", name(p));

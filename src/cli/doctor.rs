@@ -106,6 +106,17 @@ impl Cmd {
                 Err(e) => Err(e.to_string()),
             };
             match reached {
+                Ok(list) if list.cut > 0 => r.line(
+                    Verdict::Warn,
+                    &format!("Spotify API ({name})"),
+                    &format!(
+                        "answered: {} device(s) online, {} more not read (spotguard reads {} per answer)",
+                        list.devices.len(),
+                        list.cut + list.skipped,
+                        crate::spotify::model::MAX_DEVICES_PER_ANSWER
+                    ),
+                    Some("no account has that many devices: see `spotguard devices` and sign out everywhere"),
+                ),
                 Ok(list) if list.skipped > 0 => r.line(
                     Verdict::Warn,
                     &format!("Spotify API ({name})"),

@@ -104,13 +104,14 @@ pub async fn fetch(client: &Client, session: &Session) -> Result<(Snapshot, Acce
     let list = with_token(session, &mut access, |t| async move { client.devices(&t).await }).await?;
     // A device that could not be read may be the active one: ask what plays then too (one
     // more request per poll, only while Spotify lists something unreadable).
-    let playback = if list.skipped > 0 || list.devices.iter().any(|d| d.is_active) {
+    let playback = if list.skipped + list.cut > 0 || list.devices.iter().any(|d| d.is_active) {
         with_token(session, &mut access, |t| async move { client.playback(&t).await }).await?
     } else {
         None
     };
-    let skipped = list.skipped + usize::from(playback.as_ref().is_some_and(|p| p.unreadable_device));
-    Ok((Snapshot { devices: list.devices, playback, skipped }, access))
+    let skipped =
+        list.skipped + list.cut + usize::from(playback.as_ref().is_some_and(|p| p.unreadable_device));
+    Ok((Snapshot { devices: list.devices, playback, skipped, cut: list.cut }, access))
 }
 
 /// Runs `call` with the access token; after a 401, once more with a refreshed one.

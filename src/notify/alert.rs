@@ -7,7 +7,8 @@
 
 use chrono::{DateTime, Local, Utc};
 
-use crate::event::{Event, Urgency};
+use crate::event::{Event, LookAlike, Urgency, how_it_differs, short_id};
+use crate::spotify::model::MAX_DEVICES_PER_ANSWER;
 use crate::text::{MAX_NAME_CHARS, clean, escape_markup};
 
 /// The action keys the daemon understands. `default` is a click on the notification body.
@@ -80,19 +81,77 @@ pub fn render(
         (action::TRUST, "Trust this device"),
         (action::APPS, "Review app access"),
     ];
+    // No "Trust this device": for a look-alike, trusting it is exactly what it is made for;
+    // for a summary, one button cannot say which device.
+    let untrustable_actions = vec![
+        (action::DEFAULT, "Sign out everywhere"),
+        (action::SIGN_OUT, "Sign out everywhere"),
+        (action::APPS, "Review app access"),
+    ];
+    // "It is not your trusted “Phone”: its name has invisible characters (U+200B)."
+    let not_it = |name: &str, device_type: &str, original: &LookAlike| {
+        format!(
+            "It is not your trusted {}: {}.",
+            bold(&original.name),
+            text_long(&how_it_differs(name, device_type, original).join("; "), caps)
+        )
+    };
+    let not_read = |n: u32| match n {
+        0 => String::new(),
+        n => format!(
+            " Spotify listed {n} more that spotguard did not read (it reads {MAX_DEVICES_PER_ANSWER} per answer)."
+        ),
+    };
+    let names_list = |names: &[String]| names.iter().map(|n| bold(n)).collect::<Vec<_>>().join(", ");
     let (summary, mut body, actions) = match event {
-        Event::FirstRun { count, names } => (
+        Event::FirstRun { count, names, not_read: unread } => (
             format!("spotguard found {count} device(s) on your Spotify account{on}"),
             format!(
-                "{}. None is trusted yet: any could be someone else's. Review them with `spotguard devices`, \
+                "{}.{} None is trusted yet: any could be someone else's. Review them with `spotguard devices`, \
                  then trust yours (`spotguard devices trust --all` if they all are).",
-                names.iter().map(|n| bold(n)).collect::<Vec<_>>().join(", ")
+                names_list(names),
+                not_read(*unread)
             ),
-            vec![
-                (action::DEFAULT, "Sign out everywhere"),
-                (action::SIGN_OUT, "Sign out everywhere"),
-                (action::APPS, "Review app access"),
-            ],
+            untrustable_actions,
+        ),
+        Event::NewDevices { count, names, imitating, not_read: unread } => (
+            format!("{count} new devices on your Spotify account{on}"),
+            format!(
+                "{}{} appeared at {when}.{}{} Not yours? Sign out everywhere, then change your password. \
+                 Review them with `spotguard devices`.",
+                names_list(names),
+                if *count as usize > names.len() {
+                    format!(" and {} more", *count as usize - names.len())
+                } else {
+                    String::new()
+                },
+                match imitating {
+                    0 => String::new(),
+                    n => format!(" {n} of them look like your trusted devices."),
+                },
+                not_read(*unread)
+            ),
+            untrustable_actions,
+        ),
+        Event::DeviceAppeared {
+            name,
+            device_type,
+            spotify_id,
+            imitates: true,
+            looks_like: Some(original),
+        } => (
+            format!(
+                "A device looks like your trusted \u{201c}{}\u{201d} on your Spotify account{on}",
+                clean(&original.name, MAX_NAME_CHARS)
+            ),
+            format!(
+                "{} ({}, {}) appeared at {when}. {} Sign out everywhere, then change your password.",
+                bold(name),
+                text(device_type),
+                text(&short_id(spotify_id.as_deref())),
+                not_it(name, device_type, original)
+            ),
+            untrustable_actions,
         ),
         Event::DeviceAppeared { name, device_type, imitates: true, .. } => (
             format!(
@@ -105,12 +164,7 @@ pub fn render(
                 bold(name),
                 text(device_type)
             ),
-            // No "Trust this device": trusting a copy is exactly what it is made for.
-            vec![
-                (action::DEFAULT, "Sign out everywhere"),
-                (action::SIGN_OUT, "Sign out everywhere"),
-                (action::APPS, "Review app access"),
-            ],
+            untrustable_actions,
         ),
         Event::DeviceAppeared { name, device_type, .. } => (
             format!("Unknown device on your Spotify account{on}"),
@@ -121,7 +175,22 @@ pub fn render(
             ),
             device_actions,
         ),
-        Event::UnknownPlaying { name, device_type, what, private_session } => (
+        Event::UnknownPlaying { name, device_type, what, private_session, looks_like: Some(original) } => (
+            format!(
+                "A device that looks like your trusted \u{201c}{}\u{201d} is playing on your Spotify account{on}",
+                clean(&original.name, MAX_NAME_CHARS)
+            ),
+            format!(
+                "{} ({}) is playing {} since {when}{}. {} Sign out everywhere, then change your password.",
+                bold(name),
+                text(device_type),
+                text_long(what, caps),
+                if *private_session { " in a private session" } else { "" },
+                not_it(name, device_type, original)
+            ),
+            untrustable_actions,
+        ),
+        Event::UnknownPlaying { name, device_type, what, private_session, looks_like: None } => (
             format!("Unknown device is playing on your Spotify account{on}"),
             format!(
                 "{} ({}) is playing {} since {when}{}. Not yours? Sign out everywhere, then change your password.",
@@ -238,6 +307,7 @@ mod tests {
             device_type: "Smartphone".into(),
             spotify_id: None,
             imitates: true,
+            looks_like: None,
         };
         let a = render(&e, at(), "home", true, &caps, "https://www.spotify.com/account/overview/")
             .expect("shown");
@@ -274,6 +344,7 @@ mod tests {
             device_type: "Smartphone".into(),
             spotify_id: None,
             imitates: false,
+            looks_like: None,
         }
     }
 
@@ -292,16 +363,76 @@ mod tests {
 
     #[test]
     fn a_copy_of_a_trusted_device_is_named_as_such_and_cannot_be_trusted_from_the_alert() {
+        // As written before look-alikes were recorded with what they look like.
         let e = Event::DeviceAppeared {
             name: "Phone".into(),
             device_type: "Smartphone".into(),
             spotify_id: None,
             imitates: true,
+            looks_like: None,
         };
         let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
         assert_eq!(a.summary, "A device is imitating your \u{201c}Phone\u{201d} on your Spotify account");
         assert!(a.body.contains("online next to your trusted one"), "{}", a.body);
         assert!(!a.actions.iter().any(|(k, _)| *k == action::TRUST));
+    }
+
+    fn look_alike(name: &str, device_type: &str) -> Event {
+        Event::DeviceAppeared {
+            name: name.into(),
+            device_type: device_type.into(),
+            spotify_id: Some("4f2a9c1b7e5d3a0b9c8d7e6f5a4b3c2d1e0f9a8b".into()),
+            imitates: true,
+            looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+        }
+    }
+
+    #[test]
+    fn a_look_alike_says_what_it_looks_like_its_id_and_what_differs_without_a_trust_button() {
+        let a = render(&look_alike("Phone\u{200b}", "Smartphone"), at(), "default", false, &full(), URL)
+            .expect("shown");
+        assert_eq!(
+            a.summary,
+            "A device looks like your trusted \u{201c}Phone\u{201d} on your Spotify account"
+        );
+        assert!(a.body.starts_with("<b>Phone</b> (Smartphone, id 4f2a9c1b…) appeared at "), "{}", a.body);
+        assert!(
+            a.body
+                .contains("It is not your trusted <b>Phone</b>: its name has invisible characters (U+200B)."),
+            "{}",
+            a.body
+        );
+        assert!(!a.actions.iter().any(|(k, _)| *k == action::TRUST), "{:?}", a.actions);
+        let a = render(&look_alike("Ph\u{43e}ne", "Computer"), at(), "default", false, &full(), URL)
+            .expect("shown");
+        assert!(
+            a.body.contains(
+                "its name has other characters (U+043E); its type is Computer, yours is Smartphone"
+            ),
+            "{}",
+            a.body
+        );
+        let a =
+            render(&look_alike("Phone", "Smartphone"), at(), "default", false, &full(), URL).expect("shown");
+        assert!(a.body.contains("only its id differs"), "{}", a.body);
+    }
+
+    #[test]
+    fn many_new_devices_are_one_summary_without_a_trust_button() {
+        let e = Event::NewDevices {
+            count: 500,
+            names: (0..10).map(|i| format!("Stranger {i}")).collect(),
+            imitating: 2,
+            not_read: 1500,
+        };
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        assert_eq!(a.summary, "500 new devices on your Spotify account");
+        assert!(a.body.starts_with("<b>Stranger 0</b>, <b>Stranger 1</b>"), "{}", a.body);
+        assert!(a.body.contains("<b>Stranger 9</b> and 490 more appeared at "), "{}", a.body);
+        assert!(a.body.contains("2 of them look like your trusted devices."), "{}", a.body);
+        assert!(a.body.contains("Spotify listed 1500 more that spotguard did not read"), "{}", a.body);
+        assert!(!a.actions.iter().any(|(k, _)| *k == action::TRUST));
+        assert_eq!(a.urgency, Urgency::Normal);
     }
 
     #[test]
@@ -335,11 +466,31 @@ mod tests {
             device_type: "Speaker".into(),
             what: "\u{201c}Song\u{201d} by Band".into(),
             private_session: true,
+            looks_like: None,
         };
         let a = render(&e, at(), "family", true, &full(), URL).expect("shown");
         assert_eq!(a.summary, "Unknown device is playing on your Spotify account (family)");
         assert!(a.body.contains("is playing \u{201c}Song\u{201d} by Band since"), "{}", a.body);
         assert!(a.body.contains("private session"));
+        assert_eq!(a.urgency, Urgency::Critical);
+        assert!(a.actions.iter().any(|(k, _)| *k == action::TRUST));
+        let e = Event::UnknownPlaying {
+            name: "Phone\u{3164}".into(),
+            device_type: "Smartphone".into(),
+            what: "a podcast episode".into(),
+            private_session: false,
+            looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+        };
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        assert_eq!(
+            a.summary,
+            "A device that looks like your trusted \u{201c}Phone\u{201d} is playing on your Spotify account"
+        );
+        assert!(a.body.contains("invisible characters (U+3164)"), "{}", a.body);
+        assert!(
+            !a.actions.iter().any(|(k, _)| *k == action::TRUST),
+            "a playing look-alike cannot be trusted"
+        );
         assert_eq!(a.urgency, Urgency::Critical);
     }
 

@@ -8,12 +8,15 @@
 //! Access tokens pass through here and must never appear in an error or a log field.
 //!
 //! Answers are read per device ([`model`]): a device that cannot be read is skipped and
-//! counted, never a reason to fail the poll. Each distinct kind of problem is logged once
+//! counted, never a reason to fail the poll. The device list is parsed with a bound on the
+//! devices built ([`model::MAX_DEVICES_PER_ANSWER`]), so no answer within the size cap costs
+//! more than a few milliseconds and a few MB. Each distinct kind of problem is logged once
 //! per client (a small bounded set shared by its clones), not on every poll.
 
 pub mod model;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -153,11 +156,32 @@ impl Client {
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn devices(&self, token: &Secret) -> Result<DeviceList, SpotifyError> {
         let endpoint = "/me/player/devices";
-        match self.get(endpoint, token).await? {
-            Some(body) => self.read(endpoint, &body, DeviceList::read),
+        let Some(body) = self.get(endpoint, token).await? else {
             // Not documented for this endpoint, but harmless to read as "none".
-            None => Ok(DeviceList::default()),
+            return Ok(DeviceList::default());
+        };
+        // Parsed with a bound on the devices built: what an answer can cost is bounded.
+        let mut problems = Vec::new();
+        let list = DeviceList::parse(&body, &mut problems)
+            .map_err(|reason| SpotifyError::Malformed { endpoint, reason });
+        self.logged.note(endpoint, &problems);
+        if let Ok(list) = &list
+            && list.cut > 0
+        {
+            let cut = list.cut;
+            if self.logged.said_cut.swap(true, Ordering::Relaxed) {
+                tracing::debug!(endpoint, cut, "devices beyond the bound not read");
+            } else {
+                tracing::warn!(
+                    endpoint,
+                    cut,
+                    read = model::MAX_DEVICES_PER_ANSWER,
+                    "Spotify listed more devices than spotguard reads from one answer; the rest are \
+                     counted, not read, and absence proves nothing while they are (said once)"
+                );
+            }
         }
+        list
     }
 
     /// GET /me/player: what plays where. `None` is the documented 204: nothing plays.
@@ -275,6 +299,8 @@ impl Client {
 #[derive(Debug, Default)]
 struct ProblemLog {
     said: Mutex<HashSet<(&'static str, model::ProblemKind)>>,
+    /// An answer with more devices than are read was logged.
+    said_cut: AtomicBool,
 }
 
 impl ProblemLog {

@@ -16,6 +16,13 @@
 //! - Only the shape around the devices is strict: the answer must be an object and
 //!   `devices` a list (missing or null reads as none), else nothing in it can be trusted.
 //!
+//! - What one answer can cost is bounded (issue 11): at most [`MAX_DEVICES_PER_ANSWER`]
+//!   devices are read; the parser steps over the rest without building them and counts
+//!   them in [`DeviceList::cut`] (so a 1 MiB answer of 349k empty objects is a few
+//!   milliseconds, not a tree of 349k values). Names, types, ids and titles are kept up to
+//!   `text::MAX_KEPT_CHARS` visible characters ([`crate::text::keep`]); a track's artists up
+//!   to [`MAX_ARTISTS`].
+//!
 //! A poll that skipped a device is no evidence that any device left, since the skipped one
 //! may be it: the count travels in `audit::Snapshot::skipped`, and the rules and the store
 //! draw no conclusion from absence while it is non-zero. A [`Problem`] names a place, a
@@ -24,8 +31,19 @@
 
 use std::fmt;
 
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+
+use crate::text::keep;
+
+/// The most devices read from one answer. An account has a handful; Spotify's own device
+/// limit is far below this. Past it the answer is an attack or a fault: the rest are counted,
+/// not read, and absence proves nothing for that poll (they may include any device).
+pub const MAX_DEVICES_PER_ANSWER: usize = 500;
+
+/// The most artists of a track kept: what plays is one line in an alert.
+pub const MAX_ARTISTS: usize = 20;
 
 /// One Spotify Connect device, as `/me/player/devices` or `/me/player` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
@@ -67,6 +85,9 @@ pub struct DeviceList {
     /// Entries that could not be read and were left out. Non-zero means a device missing
     /// from `devices` may still be online.
     pub skipped: usize,
+    /// Entries beyond [`MAX_DEVICES_PER_ANSWER`], counted and not read. Non-zero means the
+    /// same as `skipped` does.
+    pub cut: usize,
 }
 
 /// What `/me/player` says is going on. Only the fields the audit uses are typed.
@@ -249,14 +270,148 @@ impl DeviceList {
             Some(Value::Array(entries)) => entries.as_slice(),
             Some(other) => return Err(format!("`devices` is {}, not a list", JsonKind::of(other))),
         };
-        let mut list = DeviceList { devices: Vec::with_capacity(entries.len()), skipped: 0 };
+        let kept = entries.len().min(MAX_DEVICES_PER_ANSWER);
+        Ok(DeviceList::from_entries(&entries[..kept], entries.len() - kept, problems))
+    }
+
+    /// Parses and reads the body of `/me/player/devices` like [`DeviceList::read`], but
+    /// builds JSON values for the first [`MAX_DEVICES_PER_ANSWER`] entries only: the parser
+    /// steps over the rest (still checking they are JSON) and counts them in `cut`. `Err` (a
+    /// reason safe to log) when the body is not JSON or not the right shape.
+    pub fn parse(body: &[u8], problems: &mut Vec<Problem>) -> Result<DeviceList, String> {
+        match serde_json::from_slice::<DevicesAnswer>(body).map_err(|e| e.to_string())? {
+            DevicesAnswer::NotObject(kind) => Err(format!("the answer is {kind}, not an object")),
+            DevicesAnswer::Object(Entries::NotList(kind)) => Err(format!("`devices` is {kind}, not a list")),
+            DevicesAnswer::Object(Entries::List { kept, cut }) => {
+                Ok(DeviceList::from_entries(&kept, cut, problems))
+            }
+        }
+    }
+
+    fn from_entries(entries: &[Value], cut: usize, problems: &mut Vec<Problem>) -> DeviceList {
+        let mut list = DeviceList { devices: Vec::with_capacity(entries.len()), skipped: 0, cut };
         for (i, entry) in entries.iter().enumerate() {
             match Device::read(entry, Place::Listed(i), problems) {
                 Some(device) => list.devices.push(device),
                 None => list.skipped += 1,
             }
         }
-        Ok(list)
+        list
+    }
+}
+
+/// `/me/player/devices` as far as the parser builds it.
+enum DevicesAnswer {
+    NotObject(JsonKind),
+    Object(Entries),
+}
+
+/// The `devices` field: the entries kept as JSON values, and how many more were stepped over.
+enum Entries {
+    NotList(JsonKind),
+    List { kept: Vec<Value>, cut: usize },
+}
+
+impl<'de> Deserialize<'de> for DevicesAnswer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DevicesAnswer, D::Error> {
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
+            type Value = DevicesAnswer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DevicesAnswer, A::Error> {
+                // Missing or null reads as no devices; a repeated key, like serde_json's
+                // own maps, as its last value.
+                let mut devices = Entries::List { kept: Vec::new(), cut: 0 };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "devices" {
+                        devices = map.next_value_seed(EntriesSeed)?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(DevicesAnswer::Object(devices))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DevicesAnswer, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(DevicesAnswer::NotObject(JsonKind::List))
+            }
+            fn visit_unit<E>(self) -> Result<DevicesAnswer, E> {
+                Ok(DevicesAnswer::NotObject(JsonKind::Null))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<DevicesAnswer, E> {
+                Ok(DevicesAnswer::NotObject(JsonKind::Boolean))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<DevicesAnswer, E> {
+                Ok(DevicesAnswer::NotObject(JsonKind::Number))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<DevicesAnswer, E> {
+                Ok(DevicesAnswer::NotObject(JsonKind::Number))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<DevicesAnswer, E> {
+                Ok(DevicesAnswer::NotObject(JsonKind::Number))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<DevicesAnswer, E> {
+                Ok(DevicesAnswer::NotObject(JsonKind::String))
+            }
+        }
+        d.deserialize_any(Top)
+    }
+}
+
+/// Reads `devices`: a list keeps its first [`MAX_DEVICES_PER_ANSWER`] entries as values and
+/// counts the rest, each stepped over as [`IgnoredAny`] (nothing built, nothing kept).
+struct EntriesSeed;
+
+impl<'de> DeserializeSeed<'de> for EntriesSeed {
+    type Value = Entries;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Entries, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntriesSeed {
+    type Value = Entries;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
+        let mut kept = Vec::new();
+        while kept.len() < MAX_DEVICES_PER_ANSWER {
+            match seq.next_element::<Value>()? {
+                Some(v) => kept.push(v),
+                None => return Ok(Entries::List { kept, cut: 0 }),
+            }
+        }
+        let mut cut = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            cut += 1;
+        }
+        Ok(Entries::List { kept, cut })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Entries::NotList(JsonKind::Object))
+    }
+    fn visit_unit<E>(self) -> Result<Entries, E> {
+        Ok(Entries::List { kept: Vec::new(), cut: 0 })
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Entries, E> {
+        Ok(Entries::NotList(JsonKind::Boolean))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Entries, E> {
+        Ok(Entries::NotList(JsonKind::Number))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Entries, E> {
+        Ok(Entries::NotList(JsonKind::Number))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Entries, E> {
+        Ok(Entries::NotList(JsonKind::Number))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Entries, E> {
+        Ok(Entries::NotList(JsonKind::String))
     }
 }
 
@@ -325,7 +480,7 @@ impl Item {
         let name = f.text("name").unwrap_or_default();
         let kind = f.text("type").unwrap_or_default();
         let mut artists = Vec::new();
-        for (i, entry) in f.list("artists").into_iter().flatten().enumerate() {
+        for (i, entry) in f.list("artists").into_iter().flatten().take(MAX_ARTISTS).enumerate() {
             match entry.as_object() {
                 Some(object) => {
                     let mut a = Fields { object, place: Place::Artist(i), problems: f.problems };
@@ -393,11 +548,11 @@ impl<'a> Fields<'a> {
         read.or_else(|| self.absent(field, v))
     }
 
-    /// An id: a string, or a number's string form.
+    /// An id: a string, or a number's string form (kept up to a bound, like names).
     fn id(&mut self, field: &'static str) -> Option<String> {
         let v = self.get(field)?;
         match v {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => Some(keep(s.clone())),
             Value::Number(n) => Some(n.to_string()),
             _ => self.absent(field, v),
         }
@@ -452,10 +607,10 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The string form of a string, number or boolean.
+/// The string form of a string, number or boolean; a long string is cut ([`keep`]).
 fn scalar_text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(keep(s.clone())),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -738,6 +893,76 @@ mod tests {
             assert_eq!(DeviceList::read(&answer, &mut problems), Err(reason.to_string()));
         }
         assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn the_parser_refuses_the_same_shapes_as_the_reader() {
+        let mut problems = Vec::new();
+        for (body, reason) in [
+            (r#"{"devices": {"0": {"name": "x"}}}"#, "`devices` is an object, not a list"),
+            (r#"{"devices": "none"}"#, "`devices` is a string, not a list"),
+            (r#"{"devices": 3}"#, "`devices` is a number, not a list"),
+            (r#"{"devices": true}"#, "`devices` is a boolean, not a list"),
+            (r#"[{"name": "x"}]"#, "the answer is a list, not an object"),
+            (r#""devices""#, "the answer is a string, not an object"),
+            ("null", "the answer is null, not an object"),
+        ] {
+            assert_eq!(DeviceList::parse(body.as_bytes(), &mut problems), Err(reason.to_string()), "{body}");
+        }
+        assert!(problems.is_empty());
+        for broken in [r#"{"devices": ["#, r#"{"devices": []} x"#, "", r#"{"devices": [{}, ]}"#] {
+            assert!(DeviceList::parse(broken.as_bytes(), &mut problems).is_err(), "{broken}");
+        }
+        for empty in [r#"{"devices": null}"#, "{}", r#"{"other": [1, {"a": []}]}"#] {
+            assert_eq!(DeviceList::parse(empty.as_bytes(), &mut problems), Ok(DeviceList::default()));
+        }
+        let answer = json!({"x": {"devices": 1}, "devices": [
+            {"id": "a", "name": "Phone", "type": "Smartphone", "is_active": 1}, 7
+        ]});
+        let body = serde_json::to_vec(&answer).expect("json");
+        let (mut p1, mut p2) = (Vec::new(), Vec::new());
+        assert_eq!(DeviceList::parse(&body, &mut p1), DeviceList::read(&answer, &mut p2), "one reading");
+        assert_eq!(p1, p2);
+    }
+
+    /// Issue 11: a 1 MiB answer of empty objects (349k of them) was parsed into a tree of
+    /// 349k values and read as 349k devices: 3.5 s and 217 MB in a `check` (debug build).
+    /// The parser now builds the first 500 and steps over the rest, counting them.
+    #[test]
+    fn a_1_mib_answer_of_empty_objects_is_cut_at_the_cap_and_counted() {
+        let n = 349_000;
+        let body = format!("{{\"devices\":[{}]}}", vec!["{}"; n].join(","));
+        assert!(body.len() <= crate::spotify::MAX_RESPONSE_BYTES, "within the size cap: {}", body.len());
+        let mut problems = Vec::new();
+        let started = std::time::Instant::now();
+        let list = DeviceList::parse(body.as_bytes(), &mut problems).expect("a list");
+        let took = started.elapsed();
+        assert_eq!(list.devices.len(), MAX_DEVICES_PER_ANSWER);
+        assert_eq!(list.cut, n - MAX_DEVICES_PER_ANSWER, "the rest are counted");
+        assert_eq!(list.skipped, 0, "an empty object is a device with no name");
+        assert!(problems.is_empty());
+        // Not a speed target (machines differ); printed for the record.
+        let started = std::time::Instant::now();
+        let tree: Value = serde_json::from_slice(body.as_bytes()).expect("json");
+        eprintln!("bounded parse: {took:?}; the whole tree, as before: {:?}", started.elapsed());
+        // Reading an already-built tree cuts at the same place.
+        assert_eq!(
+            DeviceList::read(&tree, &mut problems).map(|l| (l.devices.len(), l.cut)),
+            Ok((500, n - 500))
+        );
+    }
+
+    #[test]
+    fn a_200_kb_name_is_kept_cut() {
+        let d =
+            device(json!({"id": "i".repeat(5000), "name": "n".repeat(200 * 1024), "type": "t".repeat(300)}));
+        assert_eq!(d.name.chars().count(), crate::text::MAX_KEPT_CHARS + 1);
+        assert!(d.name.ends_with('…'));
+        assert_eq!(d.kind.chars().count(), crate::text::MAX_KEPT_CHARS + 1);
+        assert_eq!(d.id.map(|i| i.chars().count()), Some(crate::text::MAX_KEPT_CHARS + 1));
+        let artists: Vec<Value> = (0..1000).map(|i| json!({"name": format!("A{i}")})).collect();
+        let (p, _) = playback(json!({"item": {"name": "Song", "type": "track", "artists": artists}}));
+        assert_eq!(p.item.map(|i| i.artists.len()), Some(MAX_ARTISTS));
     }
 
     #[test]

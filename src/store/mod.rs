@@ -5,7 +5,9 @@
 //! numbered migrations embedded below in one transaction, keyed on `PRAGMA user_version`.
 //! One poll is one transaction ([`Store::poll`]): what is known is read, the pure rules
 //! plan, and devices, ids, presence and events land together or not at all. rusqlite blocks; the daemon calls in from `spawn_blocking`.
-//! Storage grows with devices and events, never with the number of polls.
+//! Storage grows with devices and events, never with the number of polls: a device keeps its
+//! [`MAX_ALIASES`] newest Spotify ids, and at most `audit::MAX_RENAMES_PER_DAY` rename events
+//! a day (names themselves are bounded where they are read, `spotify::model`).
 //! A poll that left out devices it could not read ([`Plan::skipped`]) is no evidence that an
 //! unseen device went offline: its presence interval is continued when it is seen again.
 
@@ -30,6 +32,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/007_full_poll.sql"),
     include_str!("migrations/008_lost_login.sql"),
 ];
+
+/// The Spotify ids kept per device (its aliases), newest first. Ids rotate (daily for some
+/// clients, per tab for the web player); an older one is unlikely to come back, and one that
+/// does is matched by name and type again.
+pub const MAX_ALIASES: i64 = 20;
 
 /// How long a writer waits for another's lock before failing: a CLI command writing while the
 /// daemon commits a poll waits a moment rather than erroring.
@@ -941,7 +948,7 @@ fn load_known_on(conn: &Connection, account: AccountId, now: DateTime<Utc>) -> R
                 d.muted_until, d.signout_at, d.signout_followed
          FROM devices d WHERE d.account_id = ?1 AND d.forgotten_at IS NULL",
     )?;
-    let devices = stmt
+    let mut devices = stmt
         .query_map([account], |r| {
             let ids: Option<String> = r.get(6)?;
             Ok(KnownDevice {
@@ -954,9 +961,24 @@ fn load_known_on(conn: &Connection, account: AccountId, now: DateTime<Utc>) -> R
                 muted_until: r.get::<_, Option<i64>>(7)?.map(time),
                 signout: r.get::<_, Option<i64>>(8)?.map(time).map(|at| (at, r.get(9).unwrap_or(false))),
                 spotify_ids: ids.map(|s| s.split('\u{1f}').map(str::to_string).collect()).unwrap_or_default(),
+                renames_today: 0,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    // Rename events of the last day, per device: one range of the account's events (indexed
+    // by account and time), not a scan per device.
+    let mut stmt = conn.prepare_cached(
+        "SELECT device_id, count(*) FROM events
+         WHERE account_id = ?1 AND at >= ?2 AND kind = 'device_renamed' AND device_id IS NOT NULL
+         GROUP BY device_id",
+    )?;
+    let day_ago = ms(now - chrono::Duration::days(1));
+    let renames: std::collections::HashMap<DeviceKey, u32> = stmt
+        .query_map(params![account, day_ago], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for d in &mut devices {
+        d.renames_today = renames.get(&d.key).copied().unwrap_or(0);
+    }
     let since = ms(now - chrono::Duration::days(i64::from(LIMIT_WINDOW_DAYS)));
     let mut stmt = conn.prepare_cached("SELECT id FROM devices WHERE account_id = ?1 AND last_seen >= ?2")?;
     let seen_in_window = stmt.query_map(params![account, since], |r| r.get(0))?.collect::<Result<_, _>>()?;
@@ -1025,6 +1047,17 @@ fn record_poll_tx(
                  ON CONFLICT(account_id, spotify_id) DO UPDATE SET device_id = excluded.device_id, last_seen = excluded.last_seen",
                 params![account, id, key, now_ms],
             )?;
+            // An id that rotates every poll must not add a row every poll: the newest
+            // MAX_ALIASES stay. Only a new alias can push one out, so only then is it checked.
+            if seen.new_alias.is_some() {
+                exec(
+                    tx,
+                    "DELETE FROM device_ids WHERE device_id = ?1 AND spotify_id NOT IN (
+                         SELECT spotify_id FROM device_ids WHERE device_id = ?1
+                         ORDER BY last_seen DESC, first_seen DESC LIMIT ?2)",
+                    params![key, MAX_ALIASES],
+                )?;
+            }
         }
         extend_presence(tx, key, since, now_ms)?;
         keys.push(key);

@@ -35,7 +35,7 @@ fn poll_skipping(
     devices: Vec<Device>,
     skipped: usize,
 ) -> Vec<i64> {
-    let snapshot = Snapshot { devices, playback: None, skipped };
+    let snapshot = Snapshot { devices, playback: None, skipped, cut: 0 };
     let took = Duration::from_millis(3);
     let polled = store
         .poll(account, at, took, Recording::Record, |known| evaluate(known, &snapshot, &policy(), at))
@@ -273,7 +273,7 @@ fn an_uncommitted_poll_leaves_nothing() {
     let known = store.load_known(a, t(0)).expect("load");
     let plan = evaluate(
         &known,
-        &Snapshot { devices: vec![dev("x", "Phone")], playback: None, skipped: 0 },
+        &Snapshot { devices: vec![dev("x", "Phone")], playback: None, skipped: 0, cut: 0 },
         &policy(),
         t(0),
     );
@@ -489,7 +489,7 @@ fn a_long_gap_between_polls_is_not_taken_as_presence() {
 fn a_dry_run_poll_plans_from_the_store_and_writes_nothing() {
     let (_dir, mut store) = open();
     let account = store.account("default", t(0)).expect("account");
-    let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None, skipped: 0 };
+    let snapshot = Snapshot { devices: vec![dev("a", "Laptop")], playback: None, skipped: 0, cut: 0 };
     let took = Duration::from_millis(3);
     let Polled { known, plan, ids, .. } = store
         .poll(account, t(1), took, Recording::DryRun, |known| evaluate(known, &snapshot, &policy(), t(1)))
@@ -563,4 +563,66 @@ fn not_watching_is_told_once_per_outage_and_its_end_recorded() {
     assert_eq!(events[0].id, back);
     assert_eq!(events[0].event, Event::WatchingAgain { since: t(0) });
     assert!(store.not_watching(a, t(100), t(160), "again").expect("a new outage").is_some());
+}
+
+fn events_of(store: &Store, kind: &str) -> i64 {
+    store.conn.query_row("SELECT count(*) FROM events WHERE kind = ?1", [kind], |r| r.get(0)).expect("count")
+}
+
+/// Issue 11: a name that changed every poll wrote a rename event every poll.
+#[test]
+fn a_hundred_alternating_renames_write_a_bounded_number_of_events() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    for i in 1..=100 {
+        let name = if i % 2 == 0 { "Phone A" } else { "Phone B" };
+        poll(&mut store, a, t(i), vec![dev("x", name)]);
+    }
+    assert_eq!(events_of(&store, "device_renamed"), i64::from(crate::audit::MAX_RENAMES_PER_DAY));
+    let d = &store.devices(a, false).expect("devices")[0];
+    assert_eq!(d.name, "Phone A", "the name is kept current all the same");
+    assert_eq!(count(&store, "devices"), 1);
+    // A day later, renames are told again, as many times.
+    for i in 0..10 {
+        let name = if i % 2 == 0 { "Phone B" } else { "Phone A" };
+        poll(&mut store, a, t(24 * 60 + 100 + i), vec![dev("x", name)]);
+    }
+    assert_eq!(events_of(&store, "device_renamed"), 2 * i64::from(crate::audit::MAX_RENAMES_PER_DAY));
+}
+
+/// Issue 11: an id that rotated every poll added an alias row every poll, never pruned.
+#[test]
+fn an_id_rotating_every_poll_keeps_the_newest_aliases_only() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    for i in 0..100 {
+        poll(&mut store, a, t(i), vec![dev(&format!("rotating-{i}"), "Phone")]);
+    }
+    assert_eq!(count(&store, "devices"), 1, "one device all along");
+    assert_eq!(count(&store, "device_ids"), MAX_ALIASES);
+    let known = store.load_known(a, t(100)).expect("known");
+    let ids = &known.devices[0].spotify_ids;
+    assert!(ids.contains(&"rotating-99".to_string()) && ids.contains(&"rotating-80".to_string()), "{ids:?}");
+    assert!(!ids.contains(&"rotating-79".to_string()), "the oldest went: {ids:?}");
+    // The newest id still resolves the device, with no alert.
+    let before = count(&store, "events");
+    poll(&mut store, a, t(101), vec![dev("rotating-99", "Phone")]);
+    assert_eq!(count(&store, "events"), before);
+}
+
+/// A name that only gained an invisible character is the same device: no new record, no
+/// alert, the trust kept.
+#[test]
+fn a_rename_that_only_adds_a_zero_width_space_keeps_the_record_and_its_trust() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    let key = store.devices(a, false).expect("devices")[0].key;
+    store.trust(key, TrustedBy::Cli, t(0)).expect("trust");
+    poll(&mut store, a, t(1), vec![dev("rotated", "Phone\u{200b}")]);
+    let devices = store.devices(a, false).expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert!(devices[0].trusted);
+    assert_eq!(events_of(&store, "device_appeared"), 0);
 }

@@ -148,9 +148,15 @@ impl Sandbox {
     /// Records one reviewed, trusted device, as after a first run the person went through:
     /// from then on every new device is alerted on its own (not summarised).
     pub fn seed_reviewed(&self) {
+        self.seed_trusted("reviewed-0", "Reviewed laptop", "Computer");
+    }
+
+    /// Records one device as seen and trusted, its alerts delivered: a reviewed account whose
+    /// one trusted device is this one.
+    pub fn seed_trusted(&self, id: &str, name: &str, kind: &str) {
         let mut store = self.store();
         let now = chrono::Utc::now();
-        let account = record_seen(&mut store, "reviewed-0", "Reviewed laptop", "Computer");
+        let account = record_seen(&mut store, id, name, kind);
         for d in store.devices(account, false).expect("devices") {
             store.trust(d.key, spotguard::event::TrustedBy::Cli, now).expect("trust");
         }
@@ -200,7 +206,7 @@ pub fn record_seen(store: &mut Store, id: &str, name: &str, kind: &str) -> i64 {
         ..Default::default()
     };
     let policy = Policy { realert_after: Duration::from_secs(86_400), device_limit: 6, ignore: Vec::new() };
-    let snapshot = Snapshot { devices: vec![seen], playback: None, skipped: 0 };
+    let snapshot = Snapshot { devices: vec![seen], playback: None, skipped: 0, cut: 0 };
     store
         .poll(account, now, Duration::ZERO, Recording::Record, |known| {
             evaluate(known, &snapshot, &policy, now)
