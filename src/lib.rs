@@ -34,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod event;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod fsutil;
 pub mod notify;

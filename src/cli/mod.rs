@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod devices;
 mod doctor;
+#[cfg(feature = "fake")]
 mod fake_server;
 mod format;
 mod history;
@@ -102,6 +103,7 @@ pub enum Command {
     #[command(after_help = "Example: spotguard demo --step 2")]
     Demo(demo::Cmd),
     /// Serve the fake Spotify Web API on loopback (for benchmarks and scripts)
+    #[cfg(feature = "fake")]
     #[command(hide = true)]
     FakeSpotify(fake_server::Cmd),
 }
@@ -117,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::History(cmd) => cmd.run(context(cli.config)?).await,
         Command::Report(cmd) => cmd.run(context(cli.config)?).await,
+        #[cfg(feature = "fake")]
         Command::FakeSpotify(cmd) => cmd.run().await,
         Command::Run(cmd) => {
             // Before the context reads anything secret.

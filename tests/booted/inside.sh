@@ -124,7 +124,7 @@ as_alice systemctl --user start xvfb.service dunst.service
 check dunst-runs "$(as_alice systemctl --user is-active dunst.service)" wait_for 10 sh -c 'runuser -u alice -- env XDG_RUNTIME_DIR=/run/user/1000 systemctl --user is-active -q dunst.service'
 
 # --- The fake Spotify on loopback, and a login -------------------------------------------
-as_alice systemd-run --user --unit=sgfake --quiet $BIN fake-spotify --listen 127.0.0.1:8900
+as_alice systemd-run --user --unit=sgfake --quiet /opt/sgtest/spotguard-fake fake-spotify --listen 127.0.0.1:8900
 wait_for 10 curl -sf -o /dev/null http://127.0.0.1:8900/__fake/stats || { fail fake "the fake did not start"; finish; }
 curl -sf -X POST -d '{"client_id":"sgtest","redirect_uris":["http://127.0.0.1:8898/callback"]}' http://127.0.0.1:8900/__fake/apps
 devices() { curl -sf -X PUT -d "$1" http://127.0.0.1:8900/__fake/devices; }

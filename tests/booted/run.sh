@@ -34,6 +34,10 @@ done
 
 DEB=$(ls -t target/debian/spotguard_*.deb 2>/dev/null | head -1 || true)
 BIN=target/release/spotguard
+# The fake Spotify is test code, not in the release binary or the .deb: a debug build with the
+# `fake` feature serves it inside the container (cheap: it reuses `cargo test`'s build).
+cargo build --quiet --features fake --bin spotguard
+FAKE=target/debug/spotguard
 
 # The setup applied to a fresh root file system; its text is part of the cache key.
 setup_rootfs() {
@@ -96,6 +100,7 @@ run_case() {
   local work=$CACHE/run-$name
   rm -rf "$work" && mkdir -p "$work/payload" "$work/results"
   cp tests/booted/inside.sh "$work/payload/"
+  cp "$FAKE" "$work/payload/spotguard-fake"
   echo $mode > "$work/payload/mode"
   echo $profile > "$work/payload/profile"
   if [ $mode = deb ]; then

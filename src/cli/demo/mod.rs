@@ -1,10 +1,12 @@
-//! `spotguard demo`: the real daemon against the built-in fake Spotify, in a short story.
+//! `spotguard demo`: the real daemon against a stand-in for Spotify, in a short story.
 //!
 //! For someone with no Spotify app registered yet. Everything is real but Spotify: the
 //! daemon, its schedule, a temporary SQLite database, and the desktop notification (or a
 //! plain word that no notification server is running). Two trusted devices are online, then
 //! a device nobody knows appears, then it starts playing. Nothing outside a temp dir is
 //! touched, and the fake listens on loopback only.
+
+mod stand_in;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,9 +18,9 @@ use crate::auth::{Secret, TokenSet};
 use crate::config::{BaseUrl, Config, HumanDuration, Source, TokenStoreKind};
 use crate::daemon::{self, Context, Control, poll};
 use crate::event::TrustedBy;
-use crate::fake::{self, FakeSpotify};
 use crate::notify::{Desktop, DesktopError};
 use crate::text::terminal;
+use stand_in::{StandIn, device, playing};
 
 #[derive(Debug, clap::Args)]
 pub struct Cmd {
@@ -33,12 +35,10 @@ impl Cmd {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let step = Duration::from_secs(self.step);
         let dir = tempfile::Builder::new().prefix("spotguard-demo-").tempdir()?;
-        let fake = FakeSpotify::start().await?;
-        let spotify = fake.handle();
-        spotify.add_token(TOKEN);
+        let spotify = StandIn::start(TOKEN).await?;
 
         let mut config = Config::default();
-        config.spotify.api_base = BaseUrl(fake.api_base());
+        config.spotify.api_base = BaseUrl(spotify.api_base());
         config.storage.database = Some(dir.path().join("spotguard.db"));
         config.schedule.every = Some(HumanDuration(Duration::from_secs(1)));
         // Never the OS secret store: the demo's token must not replace a real login.
@@ -48,7 +48,7 @@ impl Cmd {
             .save("default", &TokenSet::new_login(Secret::new(TOKEN), None, chrono::Duration::hours(1)))
             .await?;
 
-        println!("spotguard demo: the real watcher against a fake Spotify on {}", fake.addr());
+        println!("spotguard demo: the real watcher against a fake Spotify on {}", spotify.addr());
         match Desktop::capabilities().await {
             Ok(_) => println!("Alerts will appear as desktop notifications."),
             Err(DesktopError::NoServer(_)) => {
@@ -62,8 +62,8 @@ impl Cmd {
         }
 
         // Before the story: the person's own laptop and phone, already reviewed and trusted.
-        let laptop = fake::device("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678", "My laptop", "Computer", false);
-        let phone = fake::device("0f9e8d7c6b5a49382716fedcba9876543210abcd", "My phone", "Smartphone", false);
+        let laptop = device("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678", "My laptop", "Computer", false);
+        let phone = device("0f9e8d7c6b5a49382716fedcba9876543210abcd", "My phone", "Smartphone", false);
         spotify.set_devices(vec![laptop.clone(), phone.clone()]);
         seed_trusted(&ctx).await?;
 
@@ -73,15 +73,13 @@ impl Cmd {
 
         println!("\n1. Your laptop and phone are online. Both are trusted: no alert.");
         tokio::time::sleep(step).await;
-        let intruder =
-            fake::device("5e1ec7ed0000111122223333444455556666777", "Galaxy S24", "Smartphone", false);
+        let intruder = device("5e1ec7ed0000111122223333444455556666777", "Galaxy S24", "Smartphone", false);
         spotify.set_devices(vec![laptop.clone(), phone.clone(), intruder.clone()]);
         println!("2. A device you have never seen signs in to your account: \u{201c}Galaxy S24\u{201d}.");
         tokio::time::sleep(step).await;
-        let active =
-            fake::device("5e1ec7ed0000111122223333444455556666777", "Galaxy S24", "Smartphone", true);
+        let active = device("5e1ec7ed0000111122223333444455556666777", "Galaxy S24", "Smartphone", true);
         spotify.set_devices(vec![laptop, phone, active.clone()]);
-        spotify.set_playback(Some(fake::playing(active, "Blinding Lights", "The Weeknd")));
+        spotify.set_playback(Some(playing(active, "Blinding Lights", "The Weeknd")));
         println!("3. It starts playing music on your account.");
         tokio::time::sleep(step).await;
 
@@ -110,7 +108,7 @@ impl Cmd {
              To watch your own account, see README.md (register an app, then `spotguard run`).",
             ctx.config.alerts.sign_out_url.as_str()
         );
-        fake.stop().await;
+        spotify.stop();
         Ok(ExitCode::SUCCESS)
     }
 }
