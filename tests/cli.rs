@@ -515,3 +515,42 @@ async fn a_1_mib_answer_of_empty_objects_is_cut_at_500_devices_in_check() {
     assert_eq!(alerts[0]["not_read"], n - 500);
     assert!(stderr(&out).contains("more devices than spotguard reads"), "{}", stderr(&out));
 }
+
+/// Issue 14: `spotguard history | head` panicked on the closed pipe ("failed printing to
+/// stdout: Broken pipe"). It now stops quietly, exit 0. 3,000 events are far more than a pipe
+/// holds, so writes after `head` has gone are certain.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_into_a_pipe_closed_early_ends_quietly() {
+    let s = Sandbox::new().await;
+    let mut store = s.store();
+    let account = store.account("default", chrono::Utc::now()).expect("account");
+    drop(store);
+    let conn = rusqlite::Connection::open(s.db_path()).expect("db");
+    let now = chrono::Utc::now().timestamp_millis();
+    for i in 0..3000 {
+        conn.execute(
+            "INSERT INTO events (account_id, at, kind, details, delivered_at) VALUES (?1, ?2, 'logged_in', ?3, ?2)",
+            rusqlite::params![account, now - i, format!(r#"{{"kind":"logged_in","user":"user-{i}"}}"#)],
+        )
+        .expect("event");
+    }
+    drop(conn);
+    let envs: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+        s.cmd(&[]).get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))).collect();
+    let err = s.path().join("history.err");
+    let script = format!(
+        "'{bin}' history 2>'{err}' | head -n 1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        bin = common::sandbox::BIN,
+        err = err.display()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash").env_clear().envs(envs).arg("-c").arg(script).output()
+    })
+    .await
+    .expect("join")
+    .expect("bash");
+    let status = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert_eq!(status, "0", "spotguard's exit status; stderr: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -352,6 +352,12 @@ async fn an_undecodable_outbox_row_does_not_stop_the_next_alert_and_history_exit
     let text = common::sandbox::stdout(&history);
     assert!(text.contains("cannot be read"), "{text}");
     assert!(text.contains("hologram_seen"), "{text}");
+    let json = s.run(&["history", "--json"]).await;
+    assert!(json.status.success(), "{}", common::sandbox::stderr(&json));
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("history --json is JSON");
+    let kinds: Vec<&str> =
+        rows.as_array().expect("a list").iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(kinds.contains(&"unknown") && kinds.contains(&"unreadable"), "{kinds:?}");
     d.signal("TERM");
     assert!(d.wait(WAIT).await.success());
     assert!(d.log_text().matches("cannot be read and is set aside").count() == 1, "{}", d.log_text());

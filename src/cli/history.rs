@@ -1,5 +1,6 @@
 //! `spotguard history`: what happened while you were away, newest first.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use serde::Serialize;
 
 use super::format::name;
 use crate::daemon::Context;
-use crate::event::Event;
 use crate::store::Found;
 
 #[derive(Debug, clap::Args)]
@@ -37,7 +37,7 @@ struct EventJson<'a> {
     device_key: Option<i64>,
     text: String,
     #[serde(flatten)]
-    event: &'a Event,
+    event: serde_json::Value,
 }
 
 /// Plenty for a person to read; `--since` narrows it.
@@ -67,8 +67,11 @@ impl Cmd {
         };
         let account_id = account.as_ref().map(|a| a.id);
         let events = ctx.store.call(move |s| s.history(since, account_id, device, LIMIT)).await?;
+        // Written with errors returned, not println!'s panic: `history | head` closes the pipe
+        // early, and main ends quietly on a broken pipe.
+        let mut out = std::io::stdout().lock();
         if self.json {
-            let out: Vec<EventJson<'_>> = events
+            let list: Vec<EventJson<'_>> = events
                 .iter()
                 .map(|e| EventJson {
                     id: e.id,
@@ -76,22 +79,26 @@ impl Cmd {
                     account: &e.account,
                     device_key: e.device,
                     text: e.event.describe(),
-                    event: &e.event,
+                    // Kinds this version only reads (a newer one's, an unreadable row) have no
+                    // JSON of their own: their kind is said instead, and the rest still prints.
+                    event: serde_json::to_value(&e.event)
+                        .unwrap_or_else(|_| serde_json::json!({ "kind": e.event.kind() })),
                 })
                 .collect();
-            println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
+            writeln!(out, "{}", crate::text::json_safe(serde_json::to_string_pretty(&list)?))?;
             return Ok(ExitCode::SUCCESS);
         }
         if events.is_empty() {
-            println!("Nothing happened in the last {}.", humantime::format_duration(self.since));
+            writeln!(out, "Nothing happened in the last {}.", humantime::format_duration(self.since))?;
         }
         for e in &events {
-            println!(
+            writeln!(
+                out,
                 "{}  {:<10}  {}",
                 e.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
                 e.account,
                 crate::text::terminal(&crate::text::clean(&e.event.describe(), 240))
-            );
+            )?;
         }
         Ok(ExitCode::SUCCESS)
     }
