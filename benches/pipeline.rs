@@ -14,7 +14,7 @@
 
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
-#[path = "../tests/common/dbus.rs"]
+#[path = "../tests/e2e/common/dbus.rs"]
 #[allow(dead_code)]
 mod dbus;
 

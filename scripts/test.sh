@@ -10,7 +10,7 @@
 #     `debootstrap`, `systemd-nspawn` and `cargo-deb`; without root it is skipped with a
 #     message (CI runs as root and never skips it).
 # As root on Debian/Ubuntu this script installs what is missing; otherwise it says what to
-# install. Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test desktop`), and
+# install. Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test e2e desktop::`), and
 # then only cargo's tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,7 +2,7 @@
 //! real binary wrote, and the test reads back what it shows. Never skipped: CI installs
 //! chromium. And how the page is written: private, never through a planted link.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! binary logging in, polling, and logging out with `auth.token_store = "keyring"`.
 //! Never skipped: CI installs gnome-keyring and libsecret-tools.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};

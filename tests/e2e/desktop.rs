@@ -2,7 +2,7 @@
 //! notification server: the alert's text, urgency and buttons as they reach the server, and
 //! what each button does. Never skipped: CI installs dbus.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

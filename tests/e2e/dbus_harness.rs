@@ -3,7 +3,7 @@
 //! itself (run in a child process, since the session bus address comes from the
 //! environment and a test must not change its own environment).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -233,7 +233,7 @@ async fn notify_rust_client_receives_the_action() {
     let result = dir.path().join("result");
 
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["notify_rust_child", "--exact", "--test-threads=1"])
+        .args(["dbus_harness::notify_rust_child", "--exact", "--test-threads=1"])
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
         .env(CHILD_RESULT_ENV, &result)
         .stdout(std::process::Stdio::piped())

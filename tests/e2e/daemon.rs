@@ -2,7 +2,7 @@
 //! backoff, failed polls that are not evidence, answers read device by device, signals,
 //! secrets kept out of logs and out of reach (non-dumpable), and a planted lock file.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! any other stored login (also across a restart), a daemon and `check` runs refreshing at
 //! once, the six-month login warning, and secrets kept out of every log.
 
-mod common;
+use crate::common;
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The built binary against the fake Spotify: check, devices, config errors, token files.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

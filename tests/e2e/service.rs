@@ -3,7 +3,7 @@
 //! test listens on (READY, STATUS, WATCHDOG, RELOADING, STOPPING), SIGHUP with a good and a
 //! bad config, the second-instance refusal, and journal-friendly logs.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;

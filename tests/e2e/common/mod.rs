@@ -5,7 +5,7 @@
 //!   `org.freedesktop.Notifications` server on it.
 //! - [`sandbox`]: a throwaway installation (config, token, database) with the fake Spotify,
 //!   and ways to run the built binary in it.
-#![allow(dead_code)]
+#![allow(dead_code)] // each part uses only some of the helpers
 
 pub mod dbus;
 pub mod sandbox;
