@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use crate::config::Source;
 use crate::daemon::Context;
 use crate::service::systemd::{self, Profile, UnitState, Verdict};
-use crate::service::{self, Manager, Plan, Target};
+use crate::service::{self, Manager, Paths, Steps};
 
 /// How long install waits for the unit to report READY (or fail) after starting it.
 const START_WAIT: Duration = Duration::from_secs(15);
@@ -130,7 +130,7 @@ impl Cmd {
 }
 
 /// What the service runs, from the running binary and the loaded configuration.
-fn target(ctx: &Context) -> anyhow::Result<Target> {
+fn target(ctx: &Context) -> anyhow::Result<Paths> {
     let database = ctx.config.database_path()?;
     let config = match &ctx.source {
         Source::File(p) => Some(absolute(p)?),
@@ -140,7 +140,7 @@ fn target(ctx: &Context) -> anyhow::Result<Target> {
         Some(c) => c.parent().unwrap_or(Path::new("/")).to_path_buf(),
         None => crate::config::default_config_path()?.parent().unwrap_or(Path::new("/")).to_path_buf(),
     };
-    Ok(Target {
+    Ok(Paths {
         binary: std::env::current_exe()
             .and_then(|p| p.canonicalize())
             .context("cannot tell where the spotguard binary is")?,
@@ -162,7 +162,7 @@ struct Files {
 }
 
 impl Files {
-    fn new(env: &Env, target: Option<&Target>) -> anyhow::Result<Files> {
+    fn new(env: &Env, target: Option<&Paths>) -> anyhow::Result<Files> {
         let unit_dir = service::unit_dir(&env.home, env.xdg_config.as_deref());
         let packaged = Path::new(systemd::PACKAGED_UNIT).exists()
             && match target {
@@ -192,7 +192,7 @@ fn session_vars() -> Vec<(&'static str, String)> {
     systemd::DISPLAY_VARS.iter().map(|v| (*v, std::env::var(v).unwrap_or_default())).collect()
 }
 
-fn self_check_command(target: &Target) -> Vec<String> {
+fn self_check_command(target: &Paths) -> Vec<String> {
     let mut cmd = vec![target.binary.display().to_string()];
     if let Some(c) = &target.config {
         cmd.push("--config".into());
@@ -202,7 +202,7 @@ fn self_check_command(target: &Target) -> Vec<String> {
     cmd
 }
 
-async fn install_systemd(env: &Env, target: &Target, dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn install_systemd(env: &Env, target: &Paths, dry_run: bool) -> anyhow::Result<ExitCode> {
     let files = Files::new(env, Some(target))?;
     // The probe always runs the settings with real paths: transient units get no specifiers.
     let rendered = systemd::render(target)?;
@@ -493,7 +493,7 @@ async fn status(ctx: &Context, env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show(plan: &Plan) {
+fn show(plan: &Steps) {
     match &plan.contents {
         Some(text) => println!("Would write {}:\n{text}", plan.path.display()),
         None => println!("Would remove {}", plan.path.display()),
@@ -505,7 +505,7 @@ fn show(plan: &Plan) {
 }
 
 /// Writes or removes the agent, in the order that keeps launchd consistent, and runs the commands.
-async fn apply_launchd(plan: &Plan) -> anyhow::Result<()> {
+async fn apply_launchd(plan: &Steps) -> anyhow::Result<()> {
     match &plan.contents {
         Some(text) => {
             write(&plan.path, text)?;

@@ -36,9 +36,10 @@ impl Manager {
     }
 }
 
-/// What the service runs.
+/// What the service runs and where: the binary, the config and the directories the sandbox
+/// opens. (Named apart from `audit::Target`, which is what a seen device is taken for.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Paths {
     /// The absolute path of the spotguard binary.
     pub binary: PathBuf,
     /// `--config PATH` when a config file exists; the default location otherwise.
@@ -49,9 +50,10 @@ pub struct Target {
     pub data_dir: PathBuf,
 }
 
-/// A file to write and the commands to run, in order.
+/// An install or uninstall to carry out: a file to write and the commands to run, in order.
+/// (Named apart from `audit::Plan`, what one poll must record.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct Steps {
     pub path: PathBuf,
     /// `None`: the file is to be removed.
     pub contents: Option<String>,
@@ -71,7 +73,7 @@ fn xml(p: &Path) -> Result<String, ServiceError> {
 }
 
 /// The LaunchAgent plist for `target`; logs go to `logs`.
-pub fn render_launchd(target: &Target, logs: &Path) -> Result<String, ServiceError> {
+pub fn render_launchd(target: &Paths, logs: &Path) -> Result<String, ServiceError> {
     let args = match &target.config {
         Some(c) => format!("\n        <string>--config</string>\n        <string>{}</string>", xml(c)?),
         None => String::new(),
@@ -96,11 +98,11 @@ pub fn unit_dir(home: &Path, xdg_config: Option<&Path>) -> PathBuf {
 }
 
 /// Write the agent, then load it.
-pub fn launchd_install(home: &Path, target: &Target, uid: u32) -> Result<Plan, ServiceError> {
+pub fn launchd_install(home: &Path, target: &Paths, uid: u32) -> Result<Steps, ServiceError> {
     let path = service_path(Manager::Launchd, home, None);
     let logs = home.join("Library/Logs/spotguard");
     let domain = format!("gui/{uid}");
-    Ok(Plan {
+    Ok(Steps {
         contents: Some(render_launchd(target, &logs)?),
         commands: vec![
             // Replacing a loaded agent needs it booted out first; failing that is fine.
@@ -112,8 +114,8 @@ pub fn launchd_install(home: &Path, target: &Target, uid: u32) -> Result<Plan, S
 }
 
 /// Unload and remove the agent. The data is left alone.
-pub fn launchd_uninstall(home: &Path, uid: u32) -> Plan {
-    Plan {
+pub fn launchd_uninstall(home: &Path, uid: u32) -> Steps {
+    Steps {
         path: service_path(Manager::Launchd, home, None),
         contents: None,
         commands: vec![vec!["launchctl".into(), "bootout".into(), format!("gui/{uid}/{LAUNCHD_LABEL}")]],
@@ -122,8 +124,8 @@ pub fn launchd_uninstall(home: &Path, uid: u32) -> Plan {
 
 /// A target with a space in the binary's path, for the rendering tests.
 #[cfg(test)]
-fn example_target() -> Target {
-    Target {
+fn example_paths() -> Paths {
+    Paths {
         binary: PathBuf::from("/opt/spot guard/bin/spotguard"),
         config: Some(PathBuf::from("/home/a/.config/spotguard/config.toml")),
         config_dir: PathBuf::from("/home/a/.config/spotguard"),
@@ -135,13 +137,13 @@ fn example_target() -> Target {
 mod tests {
     use super::*;
 
-    fn target() -> Target {
-        example_target()
+    fn target() -> Paths {
+        example_paths()
     }
 
     #[test]
     fn launchd_agent_escapes_paths_and_keeps_alive_on_crash_only() {
-        let t = Target { binary: PathBuf::from("/Apps/a&b/spotguard"), ..target() };
+        let t = Paths { binary: PathBuf::from("/Apps/a&b/spotguard"), ..target() };
         let plist = render_launchd(&t, Path::new("/Users/a/Library/Logs/spotguard")).expect("renders");
         assert!(plist.contains("<string>/Apps/a&amp;b/spotguard</string>"));
         assert!(plist.contains("<string>--config</string>"));
@@ -168,7 +170,7 @@ mod tests {
         assert_eq!(p.commands[1][..3], ["launchctl", "bootstrap", "gui/501"]);
         let p = launchd_uninstall(home, 501);
         assert!(p.contents.is_none());
-        let bad = Target { config: Some(PathBuf::from("/Users/a/x\u{7}.toml")), ..target() };
+        let bad = Paths { config: Some(PathBuf::from("/Users/a/x\u{7}.toml")), ..target() };
         assert!(launchd_install(home, &bad, 501).is_err());
     }
 }

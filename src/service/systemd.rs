@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{ServiceError, Target};
+use super::{Paths, ServiceError};
 
 const TEMPLATE: &str = include_str!("../../systemd/spotguard.service");
 
@@ -141,7 +141,7 @@ pub fn unit_word(p: &Path, place: Place) -> Result<String, ServiceError> {
 }
 
 /// The unit file for `target`.
-pub fn render(target: &Target) -> Result<String, ServiceError> {
+pub fn render(target: &Paths) -> Result<String, ServiceError> {
     // Every path of the target goes through `unit_word`: none reaches the text unchecked.
     let args = match &target.config {
         Some(c) => format!(" --config {}", unit_word(c, Place::Argument)?),
@@ -177,7 +177,7 @@ fn fill(bin: &str, args: &str, data_dir: &str, read_only: &str) -> String {
 
 /// Whether the packaged unit runs `target` as it is: the packaged binary, the default config
 /// and data locations. Then `service install` only enables it.
-pub fn packaged_fits(target: &Target, home: &Path, default_config_dir: &Path) -> bool {
+pub fn packaged_fits(target: &Paths, home: &Path, default_config_dir: &Path) -> bool {
     target.binary == Path::new(PACKAGED_BINARY)
         && target.config.as_ref().is_none_or(|c| c.parent() == Some(default_config_dir))
         && target.config_dir == default_config_dir
@@ -483,8 +483,8 @@ pub fn no_user_bus(stderr: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn target() -> Target {
-        super::super::example_target()
+    fn target() -> Paths {
+        super::super::example_paths()
     }
 
     #[test]
@@ -523,22 +523,22 @@ mod tests {
 
     #[test]
     fn without_a_config_file_no_config_flag() {
-        let unit = render(&Target { config: None, ..target() }).expect("renders");
+        let unit = render(&Paths { config: None, ..target() }).expect("renders");
         assert!(unit.contains("ExecStart=\"/opt/spot guard/bin/spotguard\" run\n"), "{unit}");
     }
 
     #[test]
     fn a_path_with_a_newline_cannot_inject_a_directive() {
-        let t = Target { data_dir: PathBuf::from("/tmp/x\nExecStartPre=/bin/evil"), ..target() };
+        let t = Paths { data_dir: PathBuf::from("/tmp/x\nExecStartPre=/bin/evil"), ..target() };
         let err = render(&t).expect_err("refused");
         assert!(err.to_string().contains("cannot be written into a service file"), "{err}");
-        let t = Target { binary: PathBuf::from("/opt/100%/spotguard"), ..target() };
+        let t = Paths { binary: PathBuf::from("/opt/100%/spotguard"), ..target() };
         assert!(render(&t).expect("renders").contains("ExecStart=/opt/100%%/spotguard run"));
         for (bad, why) in [
-            (Target { config: Some(PathBuf::from("/a\nExecStartPre=/x/c.toml")), ..target() }, "control"),
-            (Target { config_dir: PathBuf::from("/a\rb"), ..target() }, "control"),
-            (Target { binary: PathBuf::from("/a\u{85}b"), ..target() }, "control"),
-            (Target { data_dir: PathBuf::from("relative/dir"), ..target() }, "not absolute"),
+            (Paths { config: Some(PathBuf::from("/a\nExecStartPre=/x/c.toml")), ..target() }, "control"),
+            (Paths { config_dir: PathBuf::from("/a\rb"), ..target() }, "control"),
+            (Paths { binary: PathBuf::from("/a\u{85}b"), ..target() }, "control"),
+            (Paths { data_dir: PathBuf::from("relative/dir"), ..target() }, "not absolute"),
         ] {
             let err = render(&bad).expect_err("refused").to_string();
             assert!(err.contains(why) && !err.contains('\n') && !err.contains('\r'), "{err:?}");
@@ -556,7 +556,7 @@ mod tests {
         assert_eq!(word("/home/$USER/c.toml", Place::Argument), "/home/$$USER/c.toml");
         assert_eq!(word("/home/$USER/spotguard", Place::Path), "/home/$USER/spotguard");
         assert_eq!(word("/home/50%", Place::Argument), "/home/50%%");
-        let t = Target {
+        let t = Paths {
             config: Some(PathBuf::from("/home/a/${HOME}/c.toml")),
             data_dir: PathBuf::from("/home/a/x:/etc"),
             ..target()
@@ -573,23 +573,23 @@ mod tests {
         assert!(unit.contains("BindPaths=%h/.local/share/spotguard\n"));
         assert!(unit.contains("BindReadOnlyPaths=-%E/spotguard\n"));
         let home = Path::new("/home/a");
-        let fits = Target {
+        let fits = Paths {
             binary: PathBuf::from(PACKAGED_BINARY),
             config: None,
             config_dir: home.join(".config/spotguard"),
             data_dir: home.join(".local/share/spotguard"),
         };
         assert!(packaged_fits(&fits, home, &home.join(".config/spotguard")));
-        let elsewhere = Target { data_dir: PathBuf::from("/srv/spotguard"), ..fits.clone() };
+        let elsewhere = Paths { data_dir: PathBuf::from("/srv/spotguard"), ..fits.clone() };
         assert!(!packaged_fits(&elsewhere, home, &home.join(".config/spotguard")));
-        let own_build = Target { binary: PathBuf::from("/home/a/.cargo/bin/spotguard"), ..fits };
+        let own_build = Paths { binary: PathBuf::from("/home/a/.cargo/bin/spotguard"), ..fits };
         assert!(!packaged_fits(&own_build, home, &home.join(".config/spotguard")));
     }
 
     #[test]
     fn the_probe_carries_every_sandbox_setting_and_nothing_else() {
         let unit =
-            render(&Target { binary: PathBuf::from("/opt/100%/spotguard"), ..target() }).expect("renders");
+            render(&Paths { binary: PathBuf::from("/opt/100%/spotguard"), ..target() }).expect("renders");
         let settings = sandbox_settings(&unit, Path::new("/run/user/1000"));
         assert!(
             settings.contains(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::sandbox::{Sandbox, stderr, stdout};
 use spotguard::fake;
-use spotguard::service::{self, Target};
+use spotguard::service::{self, Paths};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -165,7 +165,7 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn launchd_agent_parses_with_the_promised_keys() {
-    let target = Target {
+    let target = Paths {
         binary: PathBuf::from("/usr/local/bin/spotguard"),
         config: Some(PathBuf::from("/Users/me/Library/Application Support/spotguard/config.toml")),
         config_dir: PathBuf::from("/Users/me/Library/Application Support/spotguard"),
