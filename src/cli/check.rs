@@ -54,9 +54,16 @@ impl Cmd {
         let account = super::pick_account(&ctx, self.account.as_deref()).await?;
         let policy = poll::policy(&ctx.config, &account.name);
         let session = ctx.session(&account.name);
-        let report = poll::poll_once(&ctx.client, &session, &ctx.store, &policy, &account, true)
-            .await
-            .with_context(|| format!("cannot poll Spotify for account {}", account.name))?;
+        let report = poll::poll_once(
+            &ctx.client,
+            &session,
+            &ctx.store,
+            &policy,
+            &account,
+            crate::store::Recording::DryRun,
+        )
+        .await
+        .with_context(|| format!("cannot poll Spotify for account {}", account.name))?;
         let trusted = |t: Target| match t {
             Target::Known(k) => report.known.devices.iter().any(|d| d.key == k && d.trusted),
             Target::New => false,

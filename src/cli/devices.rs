@@ -210,7 +210,8 @@ impl Cmd {
                 let until = duration
                     .map(|f| Utc::now() + chrono::Duration::from_std(f).unwrap_or(chrono::Duration::MAX));
                 let key = d.key;
-                ctx.store.call(move |s| s.mute(key, true, until)).await?;
+                let how_long = until.map_or(crate::store::Mute::UntilUnmuted, crate::store::Mute::Until);
+                ctx.store.call(move |s| s.mute(key, how_long)).await?;
                 say(&match until {
                     Some(u) => format!(
                         "Muted {} ({}) until {}: it is recorded but not alerted on.",
@@ -228,7 +229,7 @@ impl Cmd {
             Some(Action::Unmute { device }) => {
                 let d = resolve(&ctx, account, &device).await?;
                 let key = d.key;
-                ctx.store.call(move |s| s.mute(key, false, None)).await?;
+                ctx.store.call(move |s| s.unmute(key)).await?;
                 say(&format!("{} ({}) is alerted on again.", name(&d.name), name(&d.kind)));
             }
             Some(Action::Merge { keep, other }) => {

@@ -502,7 +502,7 @@ async fn relogged(ctx: &Context, session: &Session, account: &Account, state: &m
 
 /// The STATUS= line after a poll: "default: last poll 12:00:03, 3 devices, all trusted", and
 /// ", 1 unreadable" when Spotify listed devices that could not be read.
-fn status_line(account: &str, report: &poll::Report) -> String {
+fn status_line(account: &str, report: &poll::Outcome) -> String {
     let unknown = report
         .plan
         .seen
@@ -536,7 +536,9 @@ async fn poll_and_deliver(
 ) {
     let policy = poll::policy(&ctx.config, &account.name);
     let mut deliver = false;
-    match poll::poll_once(&ctx.client, session, &ctx.store, &policy, account, false).await {
+    match poll::poll_once(&ctx.client, session, &ctx.store, &policy, account, crate::store::Recording::Record)
+        .await
+    {
         Ok(report) => {
             let ended = state.backoff.succeed();
             if ended > 0 {
@@ -694,7 +696,7 @@ async fn tell_if_silent(ctx: &Context, shared: &Shared, account: &Account, state
 async fn not_recorded(
     shared: &Shared,
     account: &str,
-    report: &poll::Report,
+    report: &poll::Outcome,
     why: &str,
     state: &mut LoopState,
 ) {

@@ -72,7 +72,7 @@ pub struct Account {
 
 /// What one successful poll saw and did.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub struct Outcome {
     pub snapshot: Snapshot,
     pub known: Known,
     pub plan: Plan,
@@ -129,27 +129,26 @@ where
     }
 }
 
-/// Fetches, evaluates and, unless `dry_run`, records one poll in one transaction.
+/// Fetches, evaluates and (with [`Recording::Record`]) records one poll in one transaction.
 pub async fn poll_once(
     client: &Client,
     session: &Session,
     store: &SharedStore,
     policy: &Policy,
     account: &Account,
-    dry_run: bool,
-) -> Result<Report, PollError> {
+    recording: Recording,
+) -> Result<Outcome, PollError> {
     let started = Instant::now();
     let (snapshot, access) = fetch(client, session).await?;
     let took = started.elapsed();
     let at = Utc::now();
     let id = account.id;
-    let recording = if dry_run { Recording::DryRun } else { Recording::Record };
     // One blocking call, one transaction: read what is known, evaluate (pure), record.
     let (seen, rules) = (snapshot.clone(), policy.clone());
     let polled = store
         .call(move |s| s.poll(id, at, took, recording, |known| audit::evaluate(known, &seen, &rules, at)))
         .await?;
-    Ok(Report {
+    Ok(Outcome {
         snapshot,
         known: polled.known,
         plan: polled.plan,

@@ -228,6 +228,13 @@ pub struct Polled {
     pub unrecorded: Option<StoreError>,
 }
 
+/// How long [`Store::mute`] silences a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mute {
+    Until(DateTime<Utc>),
+    UntilUnmuted,
+}
+
 /// Whether a poll's plan is written ([`Store::poll`]): `check --dry-run`-style callers only look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recording {
@@ -496,16 +503,20 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Mutes a device until `until` (`None`: until unmuted), or with `mute = false` unmutes it.
-    pub fn mute(
-        &mut self,
-        key: DeviceKey,
-        mute: bool,
-        until: Option<DateTime<Utc>>,
-    ) -> Result<bool, StoreError> {
+    /// Mutes a device: recorded, never alerted. Returns whether the device exists.
+    pub fn mute(&mut self, key: DeviceKey, how_long: Mute) -> Result<bool, StoreError> {
         // "Until unmuted" is stored as the last millisecond of year 9999.
-        let value = mute.then(|| until.map_or(253_402_300_799_999, ms));
-        let n = exec(&self.conn, "UPDATE devices SET muted_until = ?2 WHERE id = ?1", params![key, value])?;
+        let until = match how_long {
+            Mute::Until(at) => ms(at),
+            Mute::UntilUnmuted => 253_402_300_799_999,
+        };
+        let n = exec(&self.conn, "UPDATE devices SET muted_until = ?2 WHERE id = ?1", params![key, until])?;
+        Ok(n == 1)
+    }
+
+    /// Ends a device's mute. Returns whether the device exists.
+    pub fn unmute(&mut self, key: DeviceKey) -> Result<bool, StoreError> {
+        let n = exec(&self.conn, "UPDATE devices SET muted_until = NULL WHERE id = ?1", [key])?;
         Ok(n == 1)
     }
 

@@ -118,7 +118,8 @@ async fn seed_trusted(ctx: &Context) -> anyhow::Result<()> {
     let account = ctx.accounts().await?.remove(0);
     let policy = poll::policy(&ctx.config, &account.name);
     let session = ctx.session(&account.name);
-    poll::poll_once(&ctx.client, &session, &ctx.store, &policy, &account, false).await?;
+    poll::poll_once(&ctx.client, &session, &ctx.store, &policy, &account, crate::store::Recording::Record)
+        .await?;
     let id = account.id;
     ctx.store
         .call(move |s| {
