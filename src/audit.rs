@@ -13,7 +13,20 @@
 //! 2. whose name looks the same ([`Skeleton`]: invisible characters dropped, NFKC,
 //!    case-folded, confusables mapped) and whose type is the same (compared case- and
 //!    separator-insensitively), among the records no other device in this same snapshot
-//!    already claimed; the new id is then recorded as an alias instead of raising an alert.
+//!    already claimed, *and* whose name proves enough (issue 12, `may_link`); the new id is
+//!    then recorded as an alias instead of raising an alert.
+//!
+//! A generic name proves nothing (`identity`: every browser tab is `Web Player (Chrome)`).
+//! So a record that is trusted or muted and whose [`Strength`] is weak or name-derived takes
+//! a new id by name only on **continuity**: it was seen at the previous poll
+//! ([`Known::previous_poll`], within the presence bridge) and is gone now, an id rotated in
+//! use; or the new id has the same shape as one of its ids (`identity::same_shape`: an
+//! Echo's uuid). A `null` id gets continuity only. Otherwise the device is new, and its alert
+//! is a generic sighting ("A web player connected ... You have trusted a web player before:
+//! was this you?") whose Trust trusts that session only; the first one per account says why.
+//! A record opened with `--any-session`, a strong one and a named one link as before; a
+//! strong one's new id is a quiet [`Event::DeviceIdChanged`]. Untrusted, unmuted records
+//! link as before too: linking grants them nothing. Old and new id online at once stay two.
 //!
 //! Names are compared by how they look, never by their bytes (issue 11): "Phone\u{200b}",
 //! "Phone ", "Ph\u{43e}ne" (a Cyrillic o) are "Phone" to a reader. So a rename that only adds
@@ -26,8 +39,11 @@
 //! id and what differs (invisible characters, spaces, other characters by code point, type),
 //! and has no Trust button.
 //!
-//! Trade-off, stated plainly: a device that copies the look of a trusted device's name and
-//! its type *while that device is offline* is taken for it and not flagged. While both are
+//! A device whose generic name is exactly a trusted device's (and of its type) is no
+//! imitation, it is a generic sighting; a look-alike of a generic name still is one.
+//!
+//! Trade-off, stated plainly: a device that copies the look of a trusted device's *chosen*
+//! name and its type *while that device is offline* is taken for it and not flagged. While both are
 //! online at once the copy cannot claim the record and is flagged as an imitation.
 //! The alternative, alerting on every id rotation, buries the person in false alarms.
 //!
@@ -61,6 +77,8 @@
 //!   ([`Snapshot::cut`]): the summary says how many were not read.
 //! - When the distinct devices seen within 30 days reach `device_limit`, one alert, then
 //!   none until a full window has passed.
+//! - Two or more devices alerted as appeared in one poll while a trusted device plays: the
+//!   alerts (or their summary) say a Spotify Jam may explain them, and stay alerts.
 //! - The first look at an account (no device ever recorded) trusts nothing, since an
 //!   intruder's device may be among them, and raises one summary instead of an alert per
 //!   device. Those devices count as alerted now; a device already playing still gets its

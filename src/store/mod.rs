@@ -10,6 +10,9 @@
 //! a day (names themselves are bounded where they are read, `spotify::model`).
 //! A poll that left out devices it could not read ([`Plan::skipped`]) is no evidence that an
 //! unseen device went offline: its presence interval is continued when it is seen again.
+//! Each record's identity strength (`identity::classify`, needing sha1/md5 of its name, so
+//! computed here in Rust) is stored: for every seen device at each poll, and at open for rows
+//! that have none yet.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
