@@ -13,7 +13,20 @@
 //! 2. whose name looks the same ([`Skeleton`]: invisible characters dropped, NFKC,
 //!    case-folded, confusables mapped) and whose type is the same (compared case- and
 //!    separator-insensitively), among the records no other device in this same snapshot
-//!    already claimed; the new id is then recorded as an alias instead of raising an alert.
+//!    already claimed, *and* whose name proves enough (issue 12, `may_link`); the new id is
+//!    then recorded as an alias instead of raising an alert.
+//!
+//! A generic name proves nothing (`identity`: every browser tab is `Web Player (Chrome)`).
+//! So a record that is trusted or muted and whose [`Strength`] is weak or name-derived takes
+//! a new id by name only on **continuity**: it was seen at the previous poll
+//! ([`Known::previous_poll`], within the presence bridge) and is gone now, an id rotated in
+//! use; or the new id has the same shape as one of its ids (`identity::same_shape`: an
+//! Echo's uuid). A `null` id gets continuity only. Otherwise the device is new, and its alert
+//! is a generic sighting ("A web player connected ... You have trusted a web player before:
+//! was this you?") whose Trust trusts that session only; the first one per account says why.
+//! A record opened with `--any-session`, a strong one and a named one link as before; a
+//! strong one's new id is a quiet [`Event::DeviceIdChanged`]. Untrusted, unmuted records
+//! link as before too: linking grants them nothing. Old and new id online at once stay two.
 //!
 //! Names are compared by how they look, never by their bytes (issue 11): "Phone\u{200b}",
 //! "Phone ", "Ph\u{43e}ne" (a Cyrillic o) are "Phone" to a reader. So a rename that only adds
@@ -26,8 +39,11 @@
 //! id and what differs (invisible characters, spaces, other characters by code point, type),
 //! and has no Trust button.
 //!
-//! Trade-off, stated plainly: a device that copies the look of a trusted device's name and
-//! its type *while that device is offline* is taken for it and not flagged. While both are
+//! A device whose generic name is exactly a trusted device's (and of its type) is no
+//! imitation, it is a generic sighting; a look-alike of a generic name still is one.
+//!
+//! Trade-off, stated plainly: a device that copies the look of a trusted device's *chosen*
+//! name and its type *while that device is offline* is taken for it and not flagged. While both are
 //! online at once the copy cannot claim the record and is flagged as an imitation.
 //! The alternative, alerting on every id rotation, buries the person in false alarms.
 //!
@@ -61,6 +77,8 @@
 //!   ([`Snapshot::cut`]): the summary says how many were not read.
 //! - When the distinct devices seen within 30 days reach `device_limit`, one alert, then
 //!   none until a full window has passed.
+//! - Two or more devices alerted as appeared in one poll while a trusted device plays: the
+//!   alerts (or their summary) say a Spotify Jam may explain them, and stay alerts.
 //! - The first look at an account (no device ever recorded) trusts nothing, since an
 //!   intruder's device may be among them, and raises one summary instead of an alert per
 //!   device. Those devices count as alerted now; a device already playing still gets its
@@ -71,7 +89,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::event::{Event, LookAlike};
+use crate::event::{Event, GenericSighting, LookAlike};
+use crate::identity::{self, Strength};
 use crate::spotify::model::{Device, Playback, kind_key};
 use crate::text::Skeleton;
 
@@ -109,6 +128,16 @@ pub struct KnownDevice {
     pub signout: Option<(DateTime<Utc>, bool)>,
     /// Rename events recorded for it within the last day (see [`MAX_RENAMES_PER_DAY`]).
     pub renames_today: u32,
+    /// How much its name and ids prove (`identity::classify`, computed by the store).
+    pub strength: Strength,
+    /// The person chose `devices trust --any-session`: every session with this name and type
+    /// is this device, whatever its strength (the behaviour before issue 12).
+    pub any_session: bool,
+    /// When it was last seen (`None`: never, for records built by hand).
+    pub last_seen: Option<DateTime<Utc>>,
+    /// When its newest id was first seen: how long that id has lasted, for
+    /// [`Event::DeviceIdChanged`].
+    pub id_since: Option<DateTime<Utc>>,
 }
 
 /// Everything the rules need from the store about one account.
@@ -122,6 +151,11 @@ pub struct Known {
     pub limit_alerted_at: Option<DateTime<Utc>>,
     /// No device was ever recorded for the account: this is its first look.
     pub first_run: bool,
+    /// The account's previous successful poll, if it is recent enough to bridge (the store's
+    /// presence bridge): a record last seen then and missing now left within one poll interval.
+    pub previous_poll: Option<DateTime<Utc>>,
+    /// A generic-name alert already said why spotguard asks about new sessions (once).
+    pub identity_explained: bool,
 }
 
 /// What one successful poll saw.
@@ -172,7 +206,7 @@ impl IgnoreRule {
 }
 
 /// `*` and `?` matching, iterative with one backtrack point: linear for any pattern.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
@@ -248,6 +282,8 @@ pub struct Plan {
     /// [`Snapshot::skipped`]: non-zero tells the store that devices not in `seen` may still be
     /// online, so their presence must not be taken as ended.
     pub skipped: usize,
+    /// This poll's alerts include the one that explains generic names: the store notes it.
+    pub identity_explained: bool,
 }
 
 impl Plan {
@@ -264,7 +300,7 @@ impl Plan {
 pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTime<Utc>) -> Plan {
     let observed = observed_devices(snapshot);
     let looks = Looks::of(known, &observed);
-    let targets = resolve(known, &observed, &looks);
+    let Resolved { targets, refused } = resolve(known, &observed, &looks, now);
     let realert = chrono::Duration::from_std(policy.realert_after).unwrap_or(chrono::Duration::MAX);
     let due = |last: Option<DateTime<Utc>>| last.is_none_or(|t| now.signed_duration_since(t) >= realert);
     let playing_index = playing_index(snapshot, &observed);
@@ -293,6 +329,14 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
         };
         // The trusted device this one looks like while not being it, if any: one online in
         // this snapshot (claimed by another device) rather than one that is not.
+        let generic = identity::generic(&seen.device.name, seen.device.id.as_deref());
+        // A trusted device of this very name and type is no original to imitate when the name
+        // is generic: anyone's Chrome tab is called that (issue 12). A look-alike of it is.
+        let same_generic = |r: &KnownDevice| {
+            generic.is_some()
+                && r.name == seen.device.name
+                && kind_key(&r.kind) == kind_key(&seen.device.kind)
+        };
         let looks_like = (!trusted)
             .then(|| {
                 known
@@ -300,12 +344,30 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                     .iter()
                     .zip(&looks.known)
                     .filter(|(r, skeleton)| {
-                        r.trusted && target != Target::Known(r.key) && skeleton.looks_like(&looks.observed[i])
+                        r.trusted
+                            && target != Target::Known(r.key)
+                            && !same_generic(r)
+                            && skeleton.looks_like(&looks.observed[i])
                     })
                     .max_by_key(|(r, _)| targets.contains(&Target::Known(r.key)))
                     .map(|(r, _)| LookAlike { name: r.name.clone(), device_type: r.kind.clone() })
             })
             .flatten();
+        // A long-kept id replaced (a new alias is always a link by name and type): linked as
+        // before, but recorded.
+        if let (Some(r), Some(_)) = (record, &seen.new_alias)
+            && r.strength == Strength::Strong
+        {
+            let days = r.last_seen.zip(r.id_since).map_or(0, |(last, since)| (last - since).num_days());
+            plan.events.push(PlannedEvent {
+                seen: Some(i),
+                event: Event::DeviceIdChanged {
+                    name: r.name.clone(),
+                    device_type: r.kind.clone(),
+                    stable_days: u32::try_from(days).unwrap_or(0),
+                },
+            });
+        }
         let rename_told = record.is_some_and(|r| r.renames_today < MAX_RENAMES_PER_DAY);
         if let Some(r) = record.filter(|_| seen.renamed && rename_told) {
             plan.events.push(PlannedEvent {
@@ -338,6 +400,13 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                 seen.alerted = true;
             } else if due(record.and_then(|r| r.alerted_at)) {
                 seen.alerted = true;
+                let generic = generic.filter(|_| looks_like.is_none()).map(|g| {
+                    let trusted_before =
+                        refused[i].is_some() || known.devices.iter().any(|r| r.trusted && same_generic(r));
+                    let explain = trusted_before && !known.identity_explained && !plan.identity_explained;
+                    plan.identity_explained |= explain;
+                    GenericSighting { noun: g.noun().to_string(), trusted_before, explain }
+                });
                 plan.events.push(PlannedEvent {
                     seen: Some(i),
                     event: Event::DeviceAppeared {
@@ -346,12 +415,15 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                         spotify_id: seen.device.id.clone(),
                         imitates: looks_like.is_some(),
                         looks_like,
+                        generic,
+                        jam: false,
                     },
                 });
             }
         }
         plan.seen.push(seen);
     }
+    note_jam(&mut plan, known, snapshot, playing_index);
     summarise_crowds(&mut plan, known, snapshot.cut);
 
     // Follow up "Sign out everywhere": gone means it worked; still there after the grace
@@ -408,6 +480,27 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
     plan
 }
 
+/// Spotify Jam: hosting one adds every guest's device to the host's device list, with new
+/// names and ids and no Jam flag. Two or more devices alerted as appeared in one poll while a
+/// trusted device of the account plays: the alerts say a Jam may explain them, and are still
+/// alerts (an intruder can appear during a Jam too).
+fn note_jam(plan: &mut Plan, known: &Known, snapshot: &Snapshot, playing: Option<usize>) {
+    let trusted_plays = snapshot.playback.as_ref().is_some_and(|p| p.is_playing)
+        && playing.and_then(|i| plan.seen.get(i)).is_some_and(|s| match s.target {
+            Target::Known(k) => known.devices.iter().any(|d| d.key == k && d.trusted),
+            Target::New => false,
+        });
+    let appeared = plan.events.iter().filter(|e| matches!(e.event, Event::DeviceAppeared { .. })).count();
+    if !trusted_plays || appeared < 2 {
+        return;
+    }
+    for e in &mut plan.events {
+        if let Event::DeviceAppeared { jam, .. } = &mut e.event {
+            *jam = true;
+        }
+    }
+}
+
 /// More than [`MAX_ALERTS_PER_POLL`] "appeared" alerts in one poll, or any in a poll whose
 /// answer was cut, become one `new_devices` summary: a person can act on one notification,
 /// not on hundreds (15,000 new devices once made 15,000). The devices still count as alerted,
@@ -417,13 +510,14 @@ fn summarise_crowds(plan: &mut Plan, known: &Known, cut: usize) {
     if known.first_run || appeared == 0 || (appeared <= MAX_ALERTS_PER_POLL && cut == 0) {
         return;
     }
-    let (mut names, mut imitating) = (Vec::new(), 0u32);
+    let (mut names, mut imitating, mut jammed) = (Vec::new(), 0u32, false);
     plan.events.retain(|e| match &e.event {
-        Event::DeviceAppeared { name, imitates, .. } => {
+        Event::DeviceAppeared { name, imitates, jam, .. } => {
             if names.len() < SUMMARY_NAMES {
                 names.push(name.clone());
             }
             imitating += u32::from(*imitates);
+            jammed |= *jam;
             false
         }
         _ => true,
@@ -435,6 +529,7 @@ fn summarise_crowds(plan: &mut Plan, known: &Known, cut: usize) {
             names,
             imitating,
             not_read: u32::try_from(cut).unwrap_or(u32::MAX),
+            jam: jammed,
         },
     });
 }
@@ -485,9 +580,34 @@ fn find_same(devices: &[Device], d: &Device) -> Option<usize> {
     }
 }
 
+/// What [`resolve`] decided, index for index with the observed devices.
+struct Resolved {
+    targets: Vec<Target>,
+    /// The trusted (or muted) record of this name and type that a weak name was not enough
+    /// to link to: the device is new, and its alert says a device of that name was trusted.
+    refused: Vec<Option<DeviceKey>>,
+}
+
+/// Whether a name and type match may link the observed device `d` to record `r` (issue 12):
+/// always for a record that is neither trusted nor muted (linking grants nothing), for
+/// strong and named records, and for one the person opened to any session; for a weak or
+/// name-derived record only on continuity (it was seen at the previous poll and is gone now:
+/// an id rotated in use) or a new id of the same shape as one of its ids (an Echo's uuid).
+fn may_link(r: &KnownDevice, d: &Device, known: &Known, now: DateTime<Utc>) -> bool {
+    let guarded = r.trusted || r.muted_until.is_some_and(|u| u > now);
+    if !guarded || r.any_session || r.strength.name_is_enough() {
+        return true;
+    }
+    let continuous = known.previous_poll.zip(r.last_seen).is_some_and(|(prev, seen)| seen >= prev);
+    let same_shape =
+        d.id.as_deref().is_some_and(|new| r.spotify_ids.iter().any(|old| identity::same_shape(old, new)));
+    continuous || same_shape
+}
+
 /// Applies the identity rule (see the module docs) to every observed device.
-fn resolve(known: &Known, observed: &[Device], looks: &Looks) -> Vec<Target> {
+fn resolve(known: &Known, observed: &[Device], looks: &Looks, now: DateTime<Utc>) -> Resolved {
     let mut targets = vec![Target::New; observed.len()];
+    let mut refused = vec![None; observed.len()];
     let mut claimed = HashSet::new();
     // Pass 1: ids. A record claimed here is not available to name matching.
     for (t, d) in targets.iter_mut().zip(observed) {
@@ -500,24 +620,29 @@ fn resolve(known: &Known, observed: &[Device], looks: &Looks) -> Vec<Target> {
     }
     // Pass 2: how the name looks, and the type, for what ids did not resolve.
     let known_kinds: Vec<String> = known.devices.iter().map(|r| kind_key(&r.kind)).collect();
-    for ((t, d), skeleton) in targets.iter_mut().zip(observed).zip(&looks.observed) {
+    for (((t, no), d), skeleton) in targets.iter_mut().zip(&mut refused).zip(observed).zip(&looks.observed) {
         if *t != Target::New {
             continue;
         }
         let kind = kind_key(&d.kind);
-        let found = known
+        let mut candidates = known
             .devices
             .iter()
             .zip(&looks.known)
             .zip(&known_kinds)
-            .find(|((r, s), k)| !claimed.contains(&r.key) && **k == kind && s.looks_like(skeleton))
-            .map(|((r, _), _)| r);
-        if let Some(r) = found {
-            claimed.insert(r.key);
-            *t = Target::Known(r.key);
+            .filter(|((r, s), k)| !claimed.contains(&r.key) && **k == kind && s.looks_like(skeleton))
+            .map(|((r, _), _)| r)
+            .peekable();
+        let first = candidates.peek().map(|r| r.key);
+        match candidates.find(|r| may_link(r, d, known, now)) {
+            Some(r) => {
+                claimed.insert(r.key);
+                *t = Target::Known(r.key);
+            }
+            None => *no = first,
         }
     }
-    targets
+    Resolved { targets, refused }
 }
 
 /// Distinct devices seen within the window, counting this poll's.
@@ -561,6 +686,10 @@ mod tests {
             muted_until: None,
             signout: None,
             renames_today: 0,
+            strength: crate::identity::classify(name, &[]),
+            any_session: false,
+            last_seen: None,
+            id_since: None,
         }
     }
 
@@ -652,10 +781,10 @@ mod tests {
 
     #[test]
     fn type_casings_match_but_other_types_do_not() {
-        let k = Known { devices: vec![known(1, &["old"], "TV", "CastVideo", true)], ..Known::default() };
-        let same = evaluate(&k, &snap(vec![dev(Some("n"), "TV", "cast_video")]), &policy(), t(0));
+        let k = Known { devices: vec![known(1, &["old"], "Bravia", "CastVideo", true)], ..Known::default() };
+        let same = evaluate(&k, &snap(vec![dev(Some("n"), "Bravia", "cast_video")]), &policy(), t(0));
         assert_eq!(same.seen[0].target, Target::Known(1));
-        let other = evaluate(&k, &snap(vec![dev(Some("n"), "TV", "Computer")]), &policy(), t(0));
+        let other = evaluate(&k, &snap(vec![dev(Some("n"), "Bravia", "Computer")]), &policy(), t(0));
         assert_eq!(other.seen[0].target, Target::New);
         assert_eq!(kinds(&other), ["device_appeared"]);
     }
@@ -790,7 +919,7 @@ mod tests {
         let plan = evaluate(&reviewed, &snap(crowd), &p, t(0));
         assert_eq!(kinds(&plan), ["new_devices"]);
         match &plan.events[0].event {
-            Event::NewDevices { count, names, imitating, not_read } => {
+            Event::NewDevices { count, names, imitating, not_read, .. } => {
                 assert_eq!((*count, *imitating, *not_read), (2001, 1, 0));
                 assert_eq!(names.len(), SUMMARY_NAMES);
                 assert_eq!(names[0], "Stranger 0");
@@ -952,8 +1081,7 @@ mod tests {
     fn device_limit_alerts_once_per_window() {
         let devices: Vec<KnownDevice> =
             (1..=5).map(|i| known(i, &[&format!("id{i}")], &format!("D{i}"), "Computer", true)).collect();
-        let k =
-            Known { seen_in_window: (1..=5).collect(), devices, limit_alerted_at: None, first_run: false };
+        let k = Known { seen_in_window: (1..=5).collect(), devices, ..Known::default() };
         // Five seen in the window and five now: below the limit of six.
         let five: Vec<Device> =
             (1..=5).map(|i| dev(Some(&format!("id{i}")), &format!("D{i}"), "Computer")).collect();
@@ -1132,5 +1260,228 @@ mod tests {
         let plan = evaluate(&Known::default(), &s, &policy(), t(0));
         assert_eq!(plan.seen.len(), 2);
         assert_eq!(kinds(&plan), ["device_appeared", "device_appeared"]);
+    }
+
+    /// A trusted record as the store loads it: its strength computed from its name and ids,
+    /// last seen at `seen`.
+    fn recorded(
+        key: DeviceKey,
+        id: &str,
+        name: &str,
+        kind: &str,
+        seen: DateTime<Utc>,
+        id_days: i64,
+    ) -> KnownDevice {
+        let span = crate::identity::IdSpan {
+            id: id.into(),
+            first_seen: seen - chrono::Duration::days(id_days),
+            last_seen: seen,
+        };
+        KnownDevice {
+            strength: crate::identity::classify(name, &[span]),
+            last_seen: Some(seen),
+            id_since: Some(seen - chrono::Duration::days(id_days)),
+            ..known(key, &[id], name, kind, true)
+        }
+    }
+
+    fn generic_of(plan: &Plan) -> Option<GenericSighting> {
+        match &plan.events.first()?.event {
+            Event::DeviceAppeared { generic, .. } => generic.clone(),
+            _ => None,
+        }
+    }
+
+    /// Issue 12: a stranger's `Web Player (Chrome)` while the owner's trusted tab is closed.
+    #[test]
+    fn a_web_player_after_a_gap_is_a_new_session_and_asks() {
+        let owner = recorded(1, "tab-1", "Web Player (Chrome)", "Computer", t(-10), 0);
+        assert_eq!(owner.strength, Strength::Weak);
+        // Ten polls since the owner's tab was last seen.
+        let k = Known { devices: vec![owner], previous_poll: Some(t(-1)), ..Known::default() };
+        let plan =
+            evaluate(&k, &snap(vec![dev(Some("tab-2"), "Web Player (Chrome)", "Computer")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::New, "a generic name alone links nothing");
+        assert_eq!(kinds(&plan), ["device_appeared"]);
+        assert!(
+            matches!(&plan.events[0].event, Event::DeviceAppeared { imitates: false, looks_like: None, .. }),
+            "not an imitation: {:?}",
+            plan.events
+        );
+        let g = generic_of(&plan).expect("a generic sighting");
+        assert_eq!((g.noun.as_str(), g.trusted_before, g.explain), ("web player", true, true));
+        assert!(plan.identity_explained, "said once");
+        assert!(!plan.all_trusted(&k));
+        // Once explained, never again.
+        let k = Known { identity_explained: true, ..k };
+        let plan =
+            evaluate(&k, &snap(vec![dev(Some("tab-2"), "Web Player (Chrome)", "Computer")]), &policy(), t(0));
+        assert!(!generic_of(&plan).expect("generic").explain);
+        // Without an id (restricted), only timing could link it: still new.
+        let plan = evaluate(&k, &snap(vec![dev(None, "Web Player (Chrome)", "Computer")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::New);
+    }
+
+    #[test]
+    fn a_web_player_rotating_its_id_between_two_polls_is_the_same_one() {
+        let owner = recorded(1, "tab-1", "Web Player (Chrome)", "Computer", t(-1), 0);
+        let k = Known { devices: vec![owner], previous_poll: Some(t(-1)), ..Known::default() };
+        for id in [Some("tab-2"), None] {
+            let plan = evaluate(&k, &snap(vec![dev(id, "Web Player (Chrome)", "Computer")]), &policy(), t(0));
+            assert_eq!(plan.seen[0].target, Target::Known(1), "{id:?}: continuity");
+            assert!(plan.events.is_empty(), "{:?}", plan.events);
+        }
+        // No previous poll within the bridge (the store leaves it out): no continuity.
+        let k = Known { previous_poll: None, ..k };
+        let plan =
+            evaluate(&k, &snap(vec![dev(Some("tab-2"), "Web Player (Chrome)", "Computer")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::New);
+        // Old and new online at once stay two devices.
+        let k = Known { previous_poll: Some(t(-1)), ..k };
+        let s = snap(vec![
+            dev(Some("tab-1"), "Web Player (Chrome)", "Computer"),
+            dev(Some("tab-2"), "Web Player (Chrome)", "Computer"),
+        ]);
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert_eq!((plan.seen[0].target, plan.seen[1].target), (Target::Known(1), Target::New));
+        assert!(generic_of(&plan).is_some_and(|g| g.trusted_before), "{:?}", plan.events);
+    }
+
+    #[test]
+    fn an_echo_id_of_the_same_shape_links_after_a_gap() {
+        let uuid = "8a4f7e21-3c5b-4d6e-9f10-2b3c4d5e6f70";
+        let echo = recorded(1, &format!("{uuid}_amzn_1"), "Echo Dot", "Speaker", t(-600), 0);
+        let k = Known { devices: vec![echo], previous_poll: Some(t(-1)), ..Known::default() };
+        let same = evaluate(
+            &k,
+            &snap(vec![dev(Some(&format!("{uuid}_amzn_2")), "Echo Dot", "Speaker")]),
+            &policy(),
+            t(0),
+        );
+        assert_eq!(same.seen[0].target, Target::Known(1));
+        assert!(same.events.is_empty());
+        let other = "0b4f7e21-3c5b-4d6e-9f10-2b3c4d5e6f70_amzn_1";
+        let plan = evaluate(&k, &snap(vec![dev(Some(other), "Echo Dot", "Speaker")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::New);
+    }
+
+    #[test]
+    fn a_name_derived_id_comes_back_by_id_and_another_id_under_that_name_is_new() {
+        use sha1::Digest as _;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let md5 = hex(&md5::Md5::digest(b"Living Room"));
+        let cast = recorded(1, &md5, "Living Room", "CastAudio", t(-600), 0);
+        assert_eq!(cast.strength, Strength::NameDerived);
+        let pi_id = hex(&sha1::Sha1::digest(b"Kitchen Pi"));
+        let pi = KnownDevice { key: 2, ..recorded(2, &pi_id, "Kitchen Pi", "Speaker", t(-600), 0) };
+        assert_eq!(pi.strength, Strength::NameDerived);
+        let k = Known { devices: vec![cast, pi], previous_poll: Some(t(-1)), ..Known::default() };
+        let back = evaluate(
+            &k,
+            &snap(vec![
+                dev(Some(&md5), "Living Room", "CastAudio"),
+                dev(Some(&pi_id), "Kitchen Pi", "Speaker"),
+            ]),
+            &policy(),
+            t(0),
+        );
+        assert!(back.events.is_empty(), "{:?}", back.events);
+        assert!(back.all_trusted(&k));
+        let other = evaluate(&k, &snap(vec![dev(Some("other"), "Kitchen Pi", "Speaker")]), &policy(), t(0));
+        assert_eq!(other.seen[0].target, Target::New, "the same name always has the same id");
+        assert_eq!(kinds(&other), ["device_appeared"]);
+    }
+
+    #[test]
+    fn any_session_brings_back_linking_by_name() {
+        let owner = KnownDevice {
+            any_session: true,
+            ..recorded(1, "tab-1", "Web Player (Chrome)", "Computer", t(-600), 0)
+        };
+        let k = Known { devices: vec![owner], ..Known::default() };
+        let plan =
+            evaluate(&k, &snap(vec![dev(Some("tab-9"), "Web Player (Chrome)", "Computer")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::Known(1));
+        assert!(plan.events.is_empty());
+    }
+
+    #[test]
+    fn an_untrusted_weak_record_still_absorbs_its_sessions() {
+        let mut r = recorded(1, "i-1", "iPhone", "Smartphone", t(-600), 0);
+        r.trusted = false;
+        r.alerted_at = Some(t(-600));
+        let k = Known { devices: vec![r], ..Known::default() };
+        let plan = evaluate(&k, &snap(vec![dev(Some("i-2"), "iPhone", "Smartphone")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::Known(1), "linking grants nothing: no record per session");
+        assert!(plan.events.is_empty(), "within the re-alert bound");
+    }
+
+    #[test]
+    fn a_strong_record_with_a_new_id_is_linked_and_recorded_quietly() {
+        let desk = recorded(1, "desk-1", "Anna's desktop", "Computer", t(-3 * 24 * 60), 40);
+        assert_eq!(desk.strength, Strength::Strong);
+        let k = Known { devices: vec![desk], ..Known::default() };
+        let plan =
+            evaluate(&k, &snap(vec![dev(Some("desk-2"), "Anna's desktop", "Computer")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::Known(1));
+        assert_eq!(kinds(&plan), ["device_id_changed"]);
+        assert_eq!(plan.events[0].event.urgency(), crate::event::Urgency::Quiet);
+        assert!(matches!(plan.events[0].event, Event::DeviceIdChanged { stable_days: 40, .. }));
+        // A named record (no long-kept id) links as before, without an event.
+        let named = recorded(1, "lap-1", "Anna's laptop", "Computer", t(-3 * 24 * 60), 2);
+        let k = Known { devices: vec![named], ..Known::default() };
+        let plan =
+            evaluate(&k, &snap(vec![dev(Some("lap-2"), "Anna's laptop", "Computer")]), &policy(), t(0));
+        assert_eq!(plan.seen[0].target, Target::Known(1));
+        assert!(plan.events.is_empty());
+    }
+
+    #[test]
+    fn a_look_alike_of_a_generic_trusted_name_is_still_an_imitation() {
+        let owner = recorded(1, "tab-1", "Web Player (Chrome)", "Computer", t(-600), 0);
+        let k = Known { devices: vec![owner], ..Known::default() };
+        let plan = evaluate(
+            &k,
+            &snap(vec![dev(Some("tab-2"), "Web Player (Chr\u{43e}me)", "Computer")]),
+            &policy(),
+            t(0),
+        );
+        assert!(
+            matches!(&plan.events[0].event, Event::DeviceAppeared { imitates: true, generic: None, .. }),
+            "{:?}",
+            plan.events
+        );
+    }
+
+    /// Issue 11 leftover: hosting a Spotify Jam adds the guests' devices to the host's list.
+    #[test]
+    fn two_new_devices_while_a_trusted_device_plays_mention_a_jam_and_still_alert() {
+        let k = Known { devices: vec![known(1, &["a"], "Laptop", "Computer", true)], ..Known::default() };
+        let host = Device { is_active: true, ..dev(Some("a"), "Laptop", "Computer") };
+        let guests = [dev(Some("g1"), "Guest 1", "Smartphone"), dev(Some("g2"), "Guest 2", "Smartphone")];
+        let s = Snapshot {
+            devices: vec![host.clone(), guests[0].clone(), guests[1].clone()],
+            playback: Some(playing(host.clone(), "Song")),
+            skipped: 0,
+            cut: 0,
+        };
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert_eq!(kinds(&plan), ["device_appeared", "device_appeared"]);
+        assert!(plan.events.iter().all(|e| matches!(e.event, Event::DeviceAppeared { jam: true, .. })));
+        // One guest: no hint. Nothing playing: no hint.
+        let one = Snapshot { devices: vec![host.clone(), guests[0].clone()], ..s.clone() };
+        assert!(matches!(
+            evaluate(&k, &one, &policy(), t(0)).events[0].event,
+            Event::DeviceAppeared { jam: false, .. }
+        ));
+        let idle = Snapshot { playback: None, ..s.clone() };
+        let plan = evaluate(&k, &idle, &policy(), t(0));
+        assert!(plan.events.iter().all(|e| matches!(e.event, Event::DeviceAppeared { jam: false, .. })));
+        // A crowd while playing: the summary carries it.
+        let mut crowd = s.devices.clone();
+        crowd.extend(strangers(6));
+        let p = Policy { device_limit: 100, ..policy() };
+        let plan = evaluate(&k, &Snapshot { devices: crowd, ..s }, &p, t(0));
+        assert!(matches!(plan.events[0].event, Event::NewDevices { jam: true, .. }), "{:?}", plan.events);
     }
 }

@@ -50,6 +50,15 @@ pub enum Event {
         /// events written before this field; then the name is the same.)
         #[serde(default, skip_serializing_if = "Option::is_none")]
         looks_like: Option<LookAlike>,
+        /// Its name is a generic default (`identity::generic`): the alert names the kind of
+        /// device, not the name, and its Trust button trusts this session only. (Absent in
+        /// events written before this field.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generic: Option<GenericSighting>,
+        /// Several unknown devices appeared while a trusted device was playing: perhaps a
+        /// Spotify Jam the person hosts (guests' devices join the host's device list).
+        #[serde(default, skip_serializing_if = "is_false")]
+        jam: bool,
     },
     /// More new devices at once than are alerted one by one: one summary instead of an alert
     /// each. They count as alerted, and stay untrusted.
@@ -61,6 +70,9 @@ pub enum Event {
         imitating: u32,
         /// Listed devices beyond the most read from one answer: not looked at.
         not_read: u32,
+        /// A trusted device was playing: perhaps a Jam (see `DeviceAppeared`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        jam: bool,
     },
     /// A device that is not trusted is playing.
     UnknownPlaying {
@@ -74,6 +86,9 @@ pub enum Event {
     },
     /// A known device (matched by its Spotify id) now has another name.
     DeviceRenamed { from: String, to: String, device_type: String },
+    /// A device whose one id had lasted weeks (`identity::Strength::Strong`) came back with a
+    /// new id and was linked by its name and type: quiet, for `history`.
+    DeviceIdChanged { name: String, device_type: String, stable_days: u32 },
     /// The number of distinct devices seen within the window reached the limit.
     DeviceLimit { count: u32, limit: u32, window_days: u32 },
     /// The person trusted a device.
@@ -114,6 +129,23 @@ pub struct LookAlike {
     pub device_type: String,
 }
 
+/// A device with a generic name (issue 12), as its alert tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenericSighting {
+    /// What kind of device the name says it is: "web player", "iPhone" (`identity::Generic::noun`).
+    pub noun: String,
+    /// A trusted device of the account has this very name: "You have trusted a web player
+    /// before: was this you?"
+    pub trusted_before: bool,
+    /// The first such alert of the account: it says why spotguard asks now (once).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub explain: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -135,6 +167,7 @@ impl Event {
             Event::NewDevices { .. } => "new_devices",
             Event::UnknownPlaying { .. } => "unknown_playing",
             Event::DeviceRenamed { .. } => "device_renamed",
+            Event::DeviceIdChanged { .. } => "device_id_changed",
             Event::DeviceLimit { .. } => "device_limit",
             Event::DeviceTrusted { .. } => "device_trusted",
             Event::AccessLost { .. } => "access_lost",
@@ -168,6 +201,7 @@ impl Event {
             | Event::LoginExpiring { .. }
             | Event::StillOnlineAfterSignOut { .. } => Urgency::Normal,
             Event::DeviceRenamed { .. }
+            | Event::DeviceIdChanged { .. }
             | Event::DeviceTrusted { .. }
             | Event::LoggedIn { .. }
             | Event::DevicesMerged { .. }
@@ -188,13 +222,33 @@ impl Event {
                     not_listed(*not_read)
                 )
             }
-            Event::DeviceAppeared { name, device_type, imitates: false, .. } => {
-                format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is online")
+            Event::DeviceAppeared { name, device_type, imitates: false, generic: Some(g), jam, .. } => {
+                format!(
+                    "a {} connected: \u{201c}{name}\u{201d} ({device_type}), a generic name, so not taken for any \
+                 trusted device{}{}",
+                    g.noun,
+                    if g.trusted_before {
+                        format!("; a trusted {} has this name too", g.noun)
+                    } else {
+                        String::new()
+                    },
+                    jam_note(*jam)
+                )
+            }
+            Event::DeviceAppeared { name, device_type, imitates: false, jam, .. } => {
+                format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is online{}", jam_note(*jam))
             }
             Event::DeviceAppeared { name, device_type, imitates: true, looks_like: None, .. } => format!(
                 "unknown device \u{201c}{name}\u{201d} ({device_type}) is online next to your trusted device of that name: one is not yours"
             ),
-            Event::DeviceAppeared { name, device_type, spotify_id, imitates: true, looks_like: Some(l) } => {
+            Event::DeviceAppeared {
+                name,
+                device_type,
+                spotify_id,
+                imitates: true,
+                looks_like: Some(l),
+                ..
+            } => {
                 format!(
                     "unknown device \u{201c}{name}\u{201d} ({device_type}, {}) looks like your trusted \u{201c}{}\u{201d} \
                      and is not it: {}",
@@ -203,15 +257,16 @@ impl Event {
                     how_it_differs(name, device_type, l).join(", ")
                 )
             }
-            Event::NewDevices { count, names, imitating, not_read } => format!(
-                "{count} new devices at once ({}{}){}{}",
+            Event::NewDevices { count, names, imitating, not_read, jam } => format!(
+                "{count} new devices at once ({}{}){}{}{}",
                 names.join(", "),
                 if (*count as usize) > names.len() { ", ..." } else { "" },
                 match imitating {
                     0 => String::new(),
                     n => format!("; {n} of them look like trusted devices"),
                 },
-                not_listed(*not_read)
+                not_listed(*not_read),
+                jam_note(*jam)
             ),
             Event::UnknownPlaying { name, device_type, what, looks_like: None, .. } => {
                 format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is playing {what}")
@@ -225,6 +280,9 @@ impl Event {
             Event::DeviceRenamed { from, to, .. } => {
                 format!("device \u{201c}{from}\u{201d} is now called \u{201c}{to}\u{201d}")
             }
+            Event::DeviceIdChanged { name, device_type, stable_days } => format!(
+                "\u{201c}{name}\u{201d} ({device_type}) came back with a new id after keeping one for {stable_days} days"
+            ),
             Event::DeviceLimit { count, limit, window_days } => {
                 format!("{count} devices used the account in {window_days} days (limit {limit})")
             }
@@ -266,6 +324,15 @@ impl Event {
             }
             Event::Unreadable { reason } => format!("an event that cannot be read ({reason})"),
         }
+    }
+}
+
+/// "; hosting a Jam? ...", or nothing.
+fn jam_note(jam: bool) -> &'static str {
+    if jam {
+        "; a trusted device was playing: hosting a Jam? guests' devices show up on your account"
+    } else {
+        ""
     }
 }
 
@@ -329,6 +396,7 @@ const KINDS: &[&str] = &[
     "new_devices",
     "unknown_playing",
     "device_renamed",
+    "device_id_changed",
     "device_limit",
     "device_trusted",
     "access_lost",
@@ -382,7 +450,9 @@ mod tests {
                 device_type: "Smartphone".into(),
                 spotify_id: None,
                 imitates: false,
-                looks_like: None
+                looks_like: None,
+                generic: None,
+                jam: false,
             }
         );
     }
@@ -390,7 +460,27 @@ mod tests {
     #[test]
     fn the_kinds_added_for_look_alikes_and_crowds_round_trip_and_older_rows_still_read() {
         let samples = [
-            Event::NewDevices { count: 500, names: vec!["A".into()], imitating: 1, not_read: 1500 },
+            Event::NewDevices {
+                count: 500,
+                names: vec!["A".into()],
+                imitating: 1,
+                not_read: 1500,
+                jam: true,
+            },
+            Event::DeviceIdChanged { name: "Desk".into(), device_type: "Computer".into(), stable_days: 40 },
+            Event::DeviceAppeared {
+                name: "Web Player (Chrome)".into(),
+                device_type: "Computer".into(),
+                spotify_id: Some("w2".into()),
+                imitates: false,
+                looks_like: None,
+                generic: Some(GenericSighting {
+                    noun: "web player".into(),
+                    trusted_before: true,
+                    explain: true,
+                }),
+                jam: false,
+            },
             Event::FirstRun { count: 500, names: vec!["A".into()], not_read: 1500 },
             Event::DeviceAppeared {
                 name: "Phone\u{200b}".into(),
@@ -398,6 +488,8 @@ mod tests {
                 spotify_id: Some("x".into()),
                 imitates: true,
                 looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+                generic: None,
+                jam: false,
             },
         ];
         for e in samples {
@@ -427,6 +519,8 @@ mod tests {
             spotify_id: Some("4f2a9c1b7e5d3a0b9c8d".into()),
             imitates: true,
             looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+            generic: None,
+            jam: false,
         };
         assert_eq!(
             e.describe(),

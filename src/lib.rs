@@ -13,6 +13,7 @@
 //! - [`store`]: SQLite: migrations, devices and their ids, presence, events (the outbox).
 //! - [`audit`]: the pure rules: known devices + a snapshot -> what to record and alert.
 //! - [`event`]: the events the audit log and the outbox hold.
+//! - [`identity`]: how much a device's name and id prove (generic names, name-derived ids).
 //! - [`notify`]: the outbox dispatcher, desktop notifications, their buttons, the URL opener.
 //! - [`schedule`]: the poll clock per account: tokio's monotonic timer for intervals, croner
 //!   for cron lines; phase-spread accounts, missed ticks skipped.
@@ -37,6 +38,7 @@ pub mod event;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod fsutil;
+pub mod identity;
 pub mod notify;
 pub mod report;
 pub mod schedule;

@@ -166,6 +166,8 @@ mod tests {
             label: None,
             forgotten: false,
             muted_until: None,
+            strength: crate::identity::Strength::Named,
+            any_session: false,
         }
     }
 

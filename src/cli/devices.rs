@@ -1,7 +1,9 @@
 //! `spotguard devices [trust|forget]`: the devices on record, and the person's verdicts.
 //!
 //! `trust --all` prints what it is about to trust and asks on a terminal; without one it
-//! trusts nothing unless `--yes` says the list is accepted unseen.
+//! trusts nothing unless `--yes` says the list is accepted unseen. The IDENTITY column is how
+//! much a device's name and id prove (`identity::Strength`); `trust --any-session` opens a
+//! device to every session of its name and type, and says the risk once.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use serde::Serialize;
 use super::format::{ago, name, table};
 use crate::daemon::Context;
 use crate::event::TrustedBy;
+use crate::identity::Strength;
 use crate::store::{DeviceRow, Found};
 
 #[derive(Debug, clap::Args)]
@@ -35,7 +38,8 @@ enum Action {
     /// Trust a device: it will not be alerted on again (--all: every device online now)
     #[command(
         after_help = "Examples:\n  spotguard devices trust \"Kitchen speaker\"\n  spotguard devices trust --all\n  \
-                      spotguard devices trust --all --yes   (in a script: no question)"
+                      spotguard devices trust --all --yes   (in a script: no question)\n  \
+                      spotguard devices trust \"Web Player (Chrome)\" --any-session"
     )]
     Trust {
         /// The device's id, an id prefix (4+ characters), or its name
@@ -47,6 +51,10 @@ enum Action {
         /// With --all: do not ask (needed when stdin is not a terminal)
         #[arg(long, requires = "all")]
         yes: bool,
+        /// Every session with this name and type passes for this device, even when the name is
+        /// generic (anyone's `Web Player (Chrome)` would)
+        #[arg(long, conflicts_with = "all")]
+        any_session: bool,
     },
     /// Take trust back: the device is alerted on again like any unknown one
     #[command(after_help = "Example: spotguard devices untrust \"Old laptop\"")]
@@ -109,6 +117,10 @@ struct DeviceJson<'a> {
     forgotten: bool,
     /// RFC 3339, or absent when not muted; year 9999 means until unmuted.
     muted_until: Option<String>,
+    /// How much its name and ids prove: weak, name_derived, strong or named.
+    strength: &'static str,
+    /// Every session with its name and type passes for it (`trust --any-session`).
+    any_session: bool,
 }
 
 impl Cmd {
@@ -173,10 +185,25 @@ impl Cmd {
                     .await?;
                 say(&format!("Trusted {} device(s).", online.len()));
             }
-            Some(Action::Trust { device, .. }) => {
+            Some(Action::Trust { device, any_session, .. }) => {
                 let device = device.unwrap_or_default();
                 let d = resolve(&ctx, account, &device).await?;
                 let key = d.key;
+                if any_session {
+                    // The risk, said once, where the choice is made.
+                    say(&format!(
+                        "Every session called {} ({}) will now pass for this device, also one a stranger \
+                         opens on your account{}.",
+                        name(&d.name),
+                        name(&d.kind),
+                        if d.strength.name_is_enough() {
+                            String::new()
+                        } else {
+                            " (it has a name many devices share)".to_string()
+                        }
+                    ));
+                    ctx.store.call(move |s| s.set_any_session(key, true)).await?;
+                }
                 let changed = ctx.store.call(move |s| s.trust(key, TrustedBy::Cli, Utc::now())).await?;
                 say(&if changed {
                     format!("Trusted {} ({}).", name(&d.name), name(&d.kind))
@@ -331,6 +358,8 @@ fn print_json(rows: &[DeviceRow]) -> anyhow::Result<()> {
                 .muted_until
                 .filter(|u| *u > Utc::now())
                 .map(|u| u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            strength: d.strength.as_str(),
+            any_session: d.any_session,
         })
         .collect();
     println!("{}", crate::text::json_safe(serde_json::to_string_pretty(&out)?));
@@ -359,6 +388,14 @@ pub(super) fn print_table(rows: &[DeviceRow], account: &str) {
                 ago(d.first_seen, now),
                 ago(d.last_seen, now),
                 if d.online { "yes" } else { "" }.to_string(),
+                match (d.strength, d.any_session) {
+                    (_, true) => "any session",
+                    (Strength::Weak, false) => "weak",
+                    (Strength::NameDerived, false) => "name-id",
+                    (Strength::Strong, false) => "strong",
+                    (Strength::Named, false) => "named",
+                }
+                .to_string(),
                 d.id.as_deref().map(|i| name(&i.chars().take(12).collect::<String>())).unwrap_or_default(),
                 d.label.as_deref().map(name).unwrap_or_default(),
             ]
@@ -366,6 +403,9 @@ pub(super) fn print_table(rows: &[DeviceRow], account: &str) {
         .collect();
     println!(
         "{}",
-        table(&["NAME", "TYPE", "TRUSTED", "FIRST SEEN", "LAST SEEN", "ONLINE", "ID", "LABEL"], &body)
+        table(
+            &["NAME", "TYPE", "TRUSTED", "FIRST SEEN", "LAST SEEN", "ONLINE", "IDENTITY", "ID", "LABEL"],
+            &body
+        )
     );
 }

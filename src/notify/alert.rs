@@ -102,6 +102,21 @@ pub fn render(
             " Spotify listed {n} more that spotguard did not read (it reads {MAX_DEVICES_PER_ANSWER} per answer)."
         ),
     };
+    // For a generic name the Trust button can only vouch for this one session (this id).
+    let session_actions = vec![
+        (action::DEFAULT, "Sign out everywhere"),
+        (action::SIGN_OUT, "Sign out everywhere"),
+        (action::TRUST, "Trust this session"),
+        (action::APPS, "Review app access"),
+    ];
+    let jam_note = |jam: bool| {
+        if jam {
+            " Hosting a Jam? Guests' devices show up on your account: `spotguard devices mute NAME --for 4h` \
+             quiets one (README: \u{201c}Spotify Jam\u{201d})."
+        } else {
+            ""
+        }
+    };
     let names_list = |names: &[String]| names.iter().map(|n| bold(n)).collect::<Vec<_>>().join(", ");
     let (summary, mut body, actions) = match event {
         Event::FirstRun { count, names, not_read: unread } => (
@@ -114,11 +129,11 @@ pub fn render(
             ),
             untrustable_actions,
         ),
-        Event::NewDevices { count, names, imitating, not_read: unread } => (
+        Event::NewDevices { count, names, imitating, not_read: unread, jam } => (
             format!("{count} new devices on your Spotify account{on}"),
             format!(
                 "{}{} appeared at {when}.{}{} Not yours? Sign out everywhere, then change your password. \
-                 Review them with `spotguard devices`.",
+                 Review them with `spotguard devices`.{}",
                 names_list(names),
                 if *count as usize > names.len() {
                     format!(" and {} more", *count as usize - names.len())
@@ -129,7 +144,8 @@ pub fn render(
                     0 => String::new(),
                     n => format!(" {n} of them look like your trusted devices."),
                 },
-                not_read(*unread)
+                not_read(*unread),
+                jam_note(*jam)
             ),
             untrustable_actions,
         ),
@@ -139,6 +155,7 @@ pub fn render(
             spotify_id,
             imitates: true,
             looks_like: Some(original),
+            ..
         } => (
             format!(
                 "A device looks like your trusted \u{201c}{}\u{201d} on your Spotify account{on}",
@@ -166,12 +183,47 @@ pub fn render(
             ),
             untrustable_actions,
         ),
-        Event::DeviceAppeared { name, device_type, .. } => (
+        Event::DeviceAppeared { name, device_type, generic: Some(g), jam, .. } => {
+            let a = article(&g.noun);
+            (
+                format!("{} {} connected to your Spotify account{on}", capitalised(a), plain(&g.noun, 64)),
+                format!(
+                    "{} {} connected to your Spotify account ({}, {}, {when}). {}{}{}",
+                    capitalised(a),
+                    text(&g.noun),
+                    bold(name),
+                    text(device_type),
+                    if g.trusted_before {
+                        format!(
+                            "You have trusted {a} {} before: was this you? If not, sign out everywhere, then change \
+                             your password.",
+                            text(&g.noun)
+                        )
+                    } else {
+                        "Not yours? Sign out everywhere, then change your password.".to_string()
+                    },
+                    if g.explain {
+                        format!(
+                            " Why ask: many devices share this name, so spotguard no longer takes a new session \
+                             of it for your trusted one. Trust this session here, or let every session of it pass \
+                             with `spotguard devices trust \"{}\" --any-session`.",
+                            text(name)
+                        )
+                    } else {
+                        String::new()
+                    },
+                    jam_note(*jam)
+                ),
+                session_actions,
+            )
+        }
+        Event::DeviceAppeared { name, device_type, jam, .. } => (
             format!("Unknown device on your Spotify account{on}"),
             format!(
-                "{} ({}) appeared at {when}. Not yours? Sign out everywhere, then change your password.",
+                "{} ({}) appeared at {when}. Not yours? Sign out everywhere, then change your password.{}",
                 bold(name),
-                text(device_type)
+                text(device_type),
+                jam_note(*jam)
             ),
             device_actions,
         ),
@@ -231,6 +283,7 @@ pub fn render(
             Vec::new(),
         ),
         Event::DeviceRenamed { .. }
+        | Event::DeviceIdChanged { .. }
         | Event::DeviceTrusted { .. }
         | Event::LoggedIn { .. }
         | Event::DevicesMerged { .. }
@@ -288,6 +341,16 @@ pub fn render(
     })
 }
 
+/// "an" before a vowel ("an iPhone", "an Android phone"), else "a".
+fn article(noun: &str) -> &'static str {
+    if noun.starts_with(|c: char| "aeiouAEIOU".contains(c)) { "an" } else { "a" }
+}
+
+fn capitalised(word: &str) -> String {
+    let mut c = word.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
 /// Titles get more room than device names, but not unlimited.
 fn text_long(s: &str, caps: &Capabilities) -> String {
     let s = clean(s, 2 * MAX_NAME_CHARS);
@@ -308,6 +371,8 @@ mod tests {
             spotify_id: None,
             imitates: true,
             looks_like: None,
+            generic: None,
+            jam: false,
         };
         let a = render(&e, at(), "home", true, &caps, "https://www.spotify.com/account/overview/")
             .expect("shown");
@@ -345,6 +410,8 @@ mod tests {
             spotify_id: None,
             imitates: false,
             looks_like: None,
+            generic: None,
+            jam: false,
         }
     }
 
@@ -370,6 +437,8 @@ mod tests {
             spotify_id: None,
             imitates: true,
             looks_like: None,
+            generic: None,
+            jam: false,
         };
         let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
         assert_eq!(a.summary, "A device is imitating your \u{201c}Phone\u{201d} on your Spotify account");
@@ -384,6 +453,8 @@ mod tests {
             spotify_id: Some("4f2a9c1b7e5d3a0b9c8d7e6f5a4b3c2d1e0f9a8b".into()),
             imitates: true,
             looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+            generic: None,
+            jam: false,
         }
     }
 
@@ -424,6 +495,7 @@ mod tests {
             names: (0..10).map(|i| format!("Stranger {i}")).collect(),
             imitating: 2,
             not_read: 1500,
+            jam: false,
         };
         let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
         assert_eq!(a.summary, "500 new devices on your Spotify account");
@@ -515,6 +587,67 @@ mod tests {
         let e = Event::LoginExpiring { expires_at: at() };
         let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
         assert!(a.body.contains("ends on 2026-11-01"), "{}", a.body);
+    }
+
+    #[test]
+    fn a_web_player_with_a_generic_name_asks_was_this_you_and_trusts_this_session_only() {
+        let e = Event::DeviceAppeared {
+            name: "Web Player (Chrome)".into(),
+            device_type: "Computer".into(),
+            spotify_id: Some("w-2".into()),
+            imitates: false,
+            looks_like: None,
+            generic: Some(crate::event::GenericSighting {
+                noun: "web player".into(),
+                trusted_before: true,
+                explain: false,
+            }),
+            jam: false,
+        };
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        let hm = at().with_timezone(&Local).format("%H:%M").to_string();
+        assert_eq!(a.summary, "A web player connected to your Spotify account");
+        assert!(
+            a.body.starts_with(&format!(
+                "A web player connected to your Spotify account (<b>Web Player (Chrome)</b>, Computer, {hm}). \
+                 You have trusted a web player before: was this you?"
+            )),
+            "{}",
+            a.body
+        );
+        assert!(!a.body.contains("--any-session"), "explained once only: {}", a.body);
+        assert_eq!(a.urgency, Urgency::Normal);
+        assert!(a.actions.contains(&(action::TRUST, "Trust this session")), "{:?}", a.actions);
+        let Event::DeviceAppeared { generic: Some(g), .. } = &e else { unreachable!() };
+        let first = Event::DeviceAppeared {
+            name: "iPhone".into(),
+            device_type: "Smartphone".into(),
+            spotify_id: None,
+            imitates: false,
+            looks_like: None,
+            generic: Some(crate::event::GenericSighting {
+                noun: "iPhone".into(),
+                explain: true,
+                ..g.clone()
+            }),
+            jam: false,
+        };
+        let a = render(&first, at(), "default", false, &full(), URL).expect("shown");
+        assert_eq!(a.summary, "An iPhone connected to your Spotify account");
+        assert!(a.body.contains("`spotguard devices trust \"iPhone\" --any-session`"), "{}", a.body);
+    }
+
+    #[test]
+    fn several_new_devices_while_a_trusted_one_plays_mention_a_jam() {
+        let mut e = appeared("Guest phone");
+        if let Event::DeviceAppeared { jam, .. } = &mut e {
+            *jam = true;
+        }
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        assert!(a.body.contains("Hosting a Jam? Guests' devices show up on your account"), "{}", a.body);
+        assert!(a.body.contains("Not yours? Sign out everywhere"), "still an alert: {}", a.body);
+        let a = render(&appeared("Guest phone"), at(), "default", false, &full(), URL).expect("shown");
+        assert!(!a.body.contains("Jam"), "{}", a.body);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! a day (names themselves are bounded where they are read, `spotify::model`).
 //! A poll that left out devices it could not read ([`Plan::skipped`]) is no evidence that an
 //! unseen device went offline: its presence interval is continued when it is seen again.
+//! Each record's identity strength (`identity::classify`, needing sha1/md5 of its name, so
+//! computed here in Rust) is stored: for every seen device at each poll, and at open for rows
+//! that have none yet.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::audit::{DeviceKey, Known, KnownDevice, LIMIT_WINDOW_DAYS, Plan, SignOutOutcome, Target};
 use crate::event::{Event, TrustedBy};
+use crate::identity::{IdSpan, Strength};
 
 /// The migrations, in order; the schema version is the count applied.
 const MIGRATIONS: &[&str] = &[
@@ -31,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_never_silent.sql"),
     include_str!("migrations/007_full_poll.sql"),
     include_str!("migrations/008_lost_login.sql"),
+    include_str!("migrations/009_identity.sql"),
 ];
 
 /// The Spotify ids kept per device (its aliases), newest first. Ids rotate (daily for some
@@ -169,6 +174,10 @@ pub struct DeviceRow {
     pub muted_until: Option<DateTime<Utc>>,
     pub label: Option<String>,
     pub forgotten: bool,
+    /// How much its name and ids prove (`identity::Strength`).
+    pub strength: Strength,
+    /// Every session with this name and type passes for it (`devices trust --any-session`).
+    pub any_session: bool,
 }
 
 /// An event waiting in the outbox.
@@ -278,6 +287,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
         let mut store = Store { conn, path: path.to_path_buf(), bridge: DEFAULT_PRESENCE_BRIDGE };
         store.migrate()?;
+        store.classify_unclassified()?;
         Ok(store)
     }
 
@@ -317,6 +327,24 @@ impl Store {
         Ok(())
     }
 
+    /// Computes the strength of every record that has none (all of them right after the
+    /// migration that added it): one query when there is nothing to do.
+    fn classify_unclassified(&mut self) -> Result<(), StoreError> {
+        let keys: Vec<DeviceKey> = {
+            let mut stmt = self.conn.prepare("SELECT id FROM devices WHERE strength IS NULL")?;
+            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for key in keys {
+            refresh_strength(&tx, key)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The id of the account named `name`, created on first use.
     pub fn account(&mut self, name: &str, now: DateTime<Utc>) -> Result<AccountId, StoreError> {
         exec(
@@ -334,7 +362,7 @@ impl Store {
 
     /// What the audit rules need to know about `account` at `now`.
     pub fn load_known(&self, account: AccountId, now: DateTime<Utc>) -> Result<Known, StoreError> {
-        load_known_on(&self.conn, account, now)
+        load_known_on(&self.conn, account, now, self.bridge)
     }
 
     /// One poll, one transaction: reads what is known, lets `decide` (the pure audit rules)
@@ -358,7 +386,7 @@ impl Store {
             let bridge = self.bridge;
             let attempt = (|| {
                 let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let known = load_known_on(&tx, account, now)?;
+                let known = load_known_on(&tx, account, now, bridge)?;
                 let plan = decide(&known);
                 let ids = record_poll_tx(&tx, account, now, took, &plan, bridge)?;
                 tx.commit()?;
@@ -374,7 +402,7 @@ impl Store {
             }
         }
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-        let known = load_known_on(&tx, account, now)?;
+        let known = load_known_on(&tx, account, now, self.bridge)?;
         let plan = decide(&known);
         tx.commit()?;
         Ok(Polled { known, plan, ids: Vec::new(), unrecorded: None })
@@ -496,7 +524,7 @@ impl Store {
     pub fn untrust(&mut self, key: DeviceKey) -> Result<bool, StoreError> {
         let n = exec(
             &self.conn,
-            "UPDATE devices SET trusted = 0, trusted_at = NULL, trusted_by = NULL, alerted_at = NULL
+            "UPDATE devices SET trusted = 0, trusted_at = NULL, trusted_by = NULL, alerted_at = NULL, any_session = 0
              WHERE id = ?1 AND trusted = 1 AND forgotten_at IS NULL",
             [key],
         )?;
@@ -533,6 +561,17 @@ impl Store {
     /// Sets (or with `None` clears) the person's own label for a device.
     pub fn label(&mut self, key: DeviceKey, label: Option<&str>) -> Result<bool, StoreError> {
         let n = exec(&self.conn, "UPDATE devices SET label = ?2 WHERE id = ?1", params![key, label])?;
+        Ok(n == 1)
+    }
+
+    /// Lets every session with this device's name and type pass for it, or with `false` only
+    /// what its strength allows (`devices trust --any-session`). Returns false if no such device.
+    pub fn set_any_session(&mut self, key: DeviceKey, any: bool) -> Result<bool, StoreError> {
+        let n = exec(
+            &self.conn,
+            "UPDATE devices SET any_session = ?2 WHERE id = ?1 AND forgotten_at IS NULL",
+            params![key, any],
+        )?;
         Ok(n == 1)
     }
 
@@ -603,6 +642,7 @@ impl Store {
             params![kept, merged],
         )?;
         exec(&tx, "DELETE FROM devices WHERE id = ?1", [merged])?;
+        refresh_strength(&tx, kept)?;
         insert_event(
             &tx,
             account,
@@ -929,7 +969,7 @@ const DEVICE_ROW_SQL: &str = "
     SELECT d.id,
            (SELECT spotify_id FROM device_ids i WHERE i.device_id = d.id ORDER BY last_seen DESC LIMIT 1),
            d.name, d.type, d.trusted, d.first_seen, d.last_seen, d.label, d.forgotten_at,
-           d.last_seen = a.last_poll_at, d.muted_until
+           d.last_seen = a.last_poll_at, d.muted_until, d.strength, d.any_session
     FROM devices d JOIN accounts a ON a.id = d.account_id
     WHERE d.account_id = ?1
     ORDER BY d.last_seen DESC, d.id DESC";
@@ -947,16 +987,25 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         forgotten: r.get::<_, Option<i64>>(8)?.is_some(),
         online: r.get::<_, Option<bool>>(9)?.unwrap_or(false),
         muted_until: r.get::<_, Option<i64>>(10)?.map(time),
+        strength: Strength::parse(r.get::<_, Option<String>>(11)?.as_deref()),
+        any_session: r.get(12)?,
     })
 }
 
 /// What the audit rules need to know about `account` at `now`, read on `conn` (the store's
 /// connection, or a poll's transaction).
-fn load_known_on(conn: &Connection, account: AccountId, now: DateTime<Utc>) -> Result<Known, StoreError> {
+/// `bridge` bounds how old the previous poll may be to count as one poll interval ago.
+fn load_known_on(
+    conn: &Connection,
+    account: AccountId,
+    now: DateTime<Utc>,
+    bridge: Duration,
+) -> Result<Known, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT d.id, d.name, d.type, d.trusted, d.alerted_at, d.play_alerted_at,
                 (SELECT group_concat(spotify_id, char(31)) FROM device_ids i WHERE i.device_id = d.id),
-                d.muted_until, d.signout_at, d.signout_followed
+                d.muted_until, d.signout_at, d.signout_followed, d.strength, d.any_session, d.last_seen,
+                (SELECT first_seen FROM device_ids i WHERE i.device_id = d.id ORDER BY last_seen DESC LIMIT 1)
          FROM devices d WHERE d.account_id = ?1 AND d.forgotten_at IS NULL",
     )?;
     let mut devices = stmt
@@ -973,6 +1022,10 @@ fn load_known_on(conn: &Connection, account: AccountId, now: DateTime<Utc>) -> R
                 signout: r.get::<_, Option<i64>>(8)?.map(time).map(|at| (at, r.get(9).unwrap_or(false))),
                 spotify_ids: ids.map(|s| s.split('\u{1f}').map(str::to_string).collect()).unwrap_or_default(),
                 renames_today: 0,
+                strength: Strength::parse(r.get::<_, Option<String>>(10)?.as_deref()),
+                any_session: r.get(11)?,
+                last_seen: Some(time(r.get(12)?)),
+                id_since: r.get::<_, Option<i64>>(13)?.map(time),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -993,16 +1046,27 @@ fn load_known_on(conn: &Connection, account: AccountId, now: DateTime<Utc>) -> R
     let since = ms(now - chrono::Duration::days(i64::from(LIMIT_WINDOW_DAYS)));
     let mut stmt = conn.prepare_cached("SELECT id FROM devices WHERE account_id = ?1 AND last_seen >= ?2")?;
     let seen_in_window = stmt.query_map(params![account, since], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    let limit_alerted_at =
-        row(conn, "SELECT limit_alerted_at FROM accounts WHERE id = ?1", [account], |r| {
-            r.get::<_, Option<i64>>(0)
-        })?
-        .map(time);
+    let (limit_alerted_at, last_poll, explained): (Option<i64>, Option<i64>, Option<i64>) = row(
+        conn,
+        "SELECT limit_alerted_at, last_poll_at, identity_explained_at FROM accounts WHERE id = ?1",
+        [account],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let limit_alerted_at = limit_alerted_at.map(time);
+    let bridge = chrono::Duration::from_std(bridge).unwrap_or(chrono::Duration::MAX);
+    let previous_poll = last_poll.map(time).filter(|at| now.signed_duration_since(*at) <= bridge);
     let first_run =
         !row(conn, "SELECT EXISTS (SELECT 1 FROM devices WHERE account_id = ?1)", [account], |r| {
             r.get::<_, bool>(0)
         })?;
-    Ok(Known { devices, seen_in_window, limit_alerted_at, first_run })
+    Ok(Known {
+        devices,
+        seen_in_window,
+        limit_alerted_at,
+        first_run,
+        previous_poll,
+        identity_explained: explained.is_some(),
+    })
 }
 
 fn record_poll_tx(
@@ -1071,6 +1135,7 @@ fn record_poll_tx(
             }
         }
         extend_presence(tx, key, since, now_ms)?;
+        refresh_strength(tx, key)?;
         keys.push(key);
     }
     let mut ids = Vec::with_capacity(plan.events.len());
@@ -1093,7 +1158,8 @@ fn record_poll_tx(
         "UPDATE accounts SET last_poll_at = ?2, last_poll_ms = ?3, last_poll_devices = ?4,
             last_error = NULL, last_error_at = NULL,
             limit_alerted_at = CASE WHEN ?5 THEN ?2 ELSE limit_alerted_at END,
-            last_full_poll_at = CASE WHEN ?6 THEN ?2 ELSE last_full_poll_at END
+            last_full_poll_at = CASE WHEN ?6 THEN ?2 ELSE last_full_poll_at END,
+            identity_explained_at = CASE WHEN ?7 THEN ?2 ELSE identity_explained_at END
          WHERE id = ?1",
         params![
             account,
@@ -1101,10 +1167,26 @@ fn record_poll_tx(
             took.as_millis() as i64,
             plan.seen.len() as i64,
             plan.limit_alerted,
-            plan.skipped == 0
+            plan.skipped == 0,
+            plan.identity_explained
         ],
     )?;
     Ok(ids)
+}
+
+/// Computes and stores the strength of record `key` from its name and recorded ids.
+fn refresh_strength(tx: &Transaction<'_>, key: DeviceKey) -> Result<(), StoreError> {
+    let name: String = row(tx, "SELECT name FROM devices WHERE id = ?1", [key], |r| r.get(0))?;
+    let mut stmt =
+        tx.prepare_cached("SELECT spotify_id, first_seen, last_seen FROM device_ids WHERE device_id = ?1")?;
+    let ids = stmt
+        .query_map([key], |r| {
+            Ok(IdSpan { id: r.get(0)?, first_seen: time(r.get(1)?), last_seen: time(r.get(2)?) })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let strength = crate::identity::classify(&name, &ids);
+    exec(tx, "UPDATE devices SET strength = ?2 WHERE id = ?1", params![key, strength.as_str()])?;
+    Ok(())
 }
 
 /// A device whose latest interval reaches `since` (the previous successful poll, or further

@@ -626,3 +626,61 @@ fn a_rename_that_only_adds_a_zero_width_space_keeps_the_record_and_its_trust() {
     assert!(devices[0].trusted);
     assert_eq!(events_of(&store, "device_appeared"), 0);
 }
+
+/// Issue 12: the strength of each record is computed and stored, kept current as ids last,
+/// and computed for records that predate it (as right after the migration).
+#[test]
+fn identity_strength_is_stored_kept_current_and_computed_for_older_rows() {
+    let (dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    let strength_of = |s: &Store, name: &str| {
+        s.devices(a, false).expect("devices").into_iter().find(|d| d.name == name).expect("row").strength
+    };
+    poll(&mut store, a, t(0), vec![dev("tab-1", "Web Player (Chrome)"), dev("desk-1", "Anna's desktop")]);
+    assert_eq!(strength_of(&store, "Web Player (Chrome)"), Strength::Weak);
+    assert_eq!(strength_of(&store, "Anna's desktop"), Strength::Named);
+    // Fifteen days later the desktop still has its id: strong.
+    poll(&mut store, a, t(15 * 24 * 60), vec![dev("desk-1", "Anna's desktop")]);
+    assert_eq!(strength_of(&store, "Anna's desktop"), Strength::Strong);
+    let known = store.load_known(a, t(15 * 24 * 60)).expect("known");
+    let desk = known.devices.iter().find(|d| d.name == "Anna's desktop").expect("desk");
+    assert_eq!((desk.strength, desk.id_since), (Strength::Strong, Some(t(0))));
+    // Rows without a strength (every row right after the migration) get one at open.
+    store.conn.execute("UPDATE devices SET strength = NULL", []).expect("clear");
+    drop(store);
+    let store = Store::open(&dir.path().join("sub/spotguard.db")).expect("reopen");
+    assert_eq!(strength_of(&store, "Anna's desktop"), Strength::Strong);
+    assert_eq!(strength_of(&store, "Web Player (Chrome)"), Strength::Weak);
+    let unclassified: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM devices WHERE strength IS NULL", [], |r| r.get(0))
+        .expect("q");
+    assert_eq!(unclassified, 0);
+}
+
+#[test]
+fn any_session_is_stored_shown_and_cleared_with_trust() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("tab-1", "Web Player (Chrome)")]);
+    let key = store.devices(a, false).expect("devices")[0].key;
+    store.trust(key, TrustedBy::Cli, t(1)).expect("trust");
+    assert!(store.set_any_session(key, true).expect("set"));
+    assert!(store.load_known(a, t(2)).expect("known").devices[0].any_session);
+    assert!(store.devices(a, false).expect("devices")[0].any_session);
+    store.untrust(key).expect("untrust");
+    assert!(!store.devices(a, false).expect("devices")[0].any_session, "untrust takes it back too");
+}
+
+#[test]
+fn the_previous_poll_counts_for_continuity_only_within_the_bridge() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("tab-1", "Web Player (Chrome)")]);
+    assert_eq!(store.load_known(a, t(1)).expect("known").previous_poll, Some(t(0)));
+    assert_eq!(
+        store.load_known(a, t(60 * 24)).expect("known").previous_poll,
+        None,
+        "a night is no poll interval"
+    );
+}
