@@ -38,7 +38,18 @@ pub enum Event {
         imitates: bool,
     },
     /// A device that is not trusted is playing.
-    UnknownPlaying { name: String, device_type: String, what: String, private_session: bool },
+    UnknownPlaying {
+        name: String,
+        device_type: String,
+        what: String,
+        private_session: bool,
+        /// The track's (or episode's) own name and its artists, for webhooks. (Absent in
+        /// events written before these fields.)
+        #[serde(default)]
+        track: Option<String>,
+        #[serde(default)]
+        artists: Vec<String>,
+    },
     /// A known device (matched by its Spotify id) now has another name.
     DeviceRenamed { from: String, to: String, device_type: String },
     /// The number of distinct devices seen within the window reached the limit.

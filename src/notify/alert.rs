@@ -121,7 +121,7 @@ pub fn render(
             ),
             device_actions,
         ),
-        Event::UnknownPlaying { name, device_type, what, private_session } => (
+        Event::UnknownPlaying { name, device_type, what, private_session, .. } => (
             format!("Unknown device is playing on your Spotify account{on}"),
             format!(
                 "{} ({}) is playing {} since {when}{}. Not yours? Sign out everywhere, then change your password.",
@@ -335,6 +335,8 @@ mod tests {
             device_type: "Speaker".into(),
             what: "\u{201c}Song\u{201d} by Band".into(),
             private_session: true,
+            track: Some("Song".into()),
+            artists: vec!["Band".into()],
         };
         let a = render(&e, at(), "family", true, &full(), URL).expect("shown");
         assert_eq!(a.summary, "Unknown device is playing on your Spotify account (family)");

@@ -12,8 +12,11 @@
 //! from memory: a full disk must not hide an intruder.
 
 pub mod alert;
+pub mod channel;
 pub mod desktop;
+pub mod heartbeat;
 pub mod opener;
+pub mod outbox;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
