@@ -8,4 +8,5 @@
 #![allow(dead_code)]
 
 pub mod dbus;
+pub mod receiver;
 pub mod sandbox;
