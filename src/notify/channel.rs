@@ -261,10 +261,12 @@ pub fn build(
                     .timeout(Some(REQUEST_TIMEOUT));
             let has_login = password.is_some();
             if let (Some(user), Some(pw)) = (&e.username, &password) {
-                builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-                    user.clone(),
-                    pw.expose().to_string(),
-                ));
+                use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+                // PLAIN (under TLS, which is required): one round trip, and the mechanism
+                // every server offers; LOGIN says the same in two.
+                builder = builder
+                    .credentials(Credentials::new(user.clone(), pw.expose().to_string()))
+                    .authentication(vec![Mechanism::Plain]);
             }
             let mailbox = |a: &str| {
                 a.parse::<lettre::message::Mailbox>()

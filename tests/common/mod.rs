@@ -10,3 +10,4 @@
 pub mod dbus;
 pub mod receiver;
 pub mod sandbox;
+pub mod smtp;
