@@ -759,3 +759,25 @@ async fn a_down_channel_gets_the_alert_once_late_and_a_hung_one_delays_nothing()
         assert_eq!(rx.accepted(path).len(), 1, "{path}: once, no repeat after the restart");
     }
 }
+
+/// Issue 13's heartbeat: a GET after the first good round, `/fail` at once when a round fails,
+/// and nothing more within 5 minutes of either.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_heartbeat_pings_after_a_good_round_and_fail_at_once_after_a_failed_one() {
+    let rx = Receiver::start().await;
+    let mut s = Sandbox::new().await;
+    s.with_config(&format!("[health]\nping_url = \"{}/ping/uuid-abc\"\n", rx.base));
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    rx.wait_for("/ping/uuid-abc", 1, Duration::from_secs(10)).await;
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 2, Duration::from_secs(10)).await;
+    assert_eq!(rx.requests().len(), 1, "one ping per 5 minutes, not per poll");
+    s.spotify.push_fault(Fault::Unavailable);
+    let fail = rx.wait_for("/ping/uuid-abc/fail", 1, Duration::from_secs(10)).await.remove(0);
+    assert_eq!(fail.method, "GET");
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    assert_eq!(rx.requests().len(), 2, "{:?}", rx.requests());
+    assert!(!d.log_text().contains("uuid-abc"), "{}", d.log_text());
+}
