@@ -48,11 +48,12 @@ impl Cmd {
         let links = Links::from_config(&config);
         let msg = Message::test(&links);
         let mut failed = false;
+        let mut clients = crate::notify::channel::Clients::default();
         for (section, n) in config.channels.iter().zip(names) {
             if name.as_ref().is_some_and(|want| *want != n) {
                 continue;
             }
-            let outcome = match build(section, n.clone(), &config, source.path()) {
+            let outcome = match build(section, n.clone(), &config, source.path(), &mut clients) {
                 Ok(channel) => channel.send(&msg).await,
                 Err(e) => Err(e.to_string()),
             };

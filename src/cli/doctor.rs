@@ -171,9 +171,16 @@ impl Cmd {
             Err(e) => r.line(Verdict::Fail, "notifications", &e.to_string(), None),
         }
         let names = crate::config::channels::channel_names(&ctx.config.channels);
+        let mut clients = crate::notify::channel::Clients::default();
         for (section, name) in ctx.config.channels.iter().zip(names) {
             let what = format!("channel {name} ({})", section.kind());
-            let channel = match crate::notify::channel::build(section, name, &ctx.config, ctx.source.path()) {
+            let channel = match crate::notify::channel::build(
+                section,
+                name,
+                &ctx.config,
+                ctx.source.path(),
+                &mut clients,
+            ) {
                 Ok(c) => c,
                 Err(e) => {
                     r.line(

@@ -214,7 +214,7 @@ impl Context {
             anyhow::bail!("storage.database cannot change while spotguard runs; restart it instead");
         }
         // A channel whose secret cannot be read is refused now, not at its first alert.
-        crate::notify::channel::build_all(&config, source.path())?;
+        crate::notify::channel::build_all(&config, source.path(), &mut Default::default())?;
         Ok(Context::build(config, source)?)
     }
 }
@@ -265,15 +265,19 @@ impl Generation {
         let links = crate::notify::channel::Links::from_config(&ctx.config);
         let mut kicks = vec![desktop_kick];
         let mut channels = Vec::new();
-        for channel in crate::notify::channel::build_all(&ctx.config, ctx.source.path())? {
+        let mut clients = crate::notify::channel::Clients::default();
+        for channel in crate::notify::channel::build_all(&ctx.config, ctx.source.path(), &mut clients)? {
             tracing::info!(channel = %channel.name, kind = channel.kind, to = %channel.target, "alerts also go to this channel");
             let kick = Arc::new(tokio::sync::Notify::new());
             kicks.push(kick.clone());
+            // Registered before the first poll: a new channel gets this run's alerts.
+            let state = crate::notify::outbox::register(&channel, &ctx.store).await?;
             channels.push(tokio::spawn(crate::notify::outbox::run(
                 Arc::new(channel),
                 ctx.store.clone(),
                 kick,
                 links.clone(),
+                state,
             )));
         }
         let kick = Arc::new(Kick(kicks));
@@ -291,7 +295,7 @@ impl Generation {
                     ),
                     None => None,
                 };
-                let http = crate::notify::channel::http_client("health", ca.as_deref())?;
+                let http = clients.get("health", ca.as_deref())?;
                 Some(Arc::new(crate::notify::heartbeat::Heartbeat::new(url.0.clone(), http)))
             }
             None => None,

@@ -199,10 +199,32 @@ impl std::fmt::Debug for Sender {
     }
 }
 
+/// HTTP clients shared by the channels (and the heartbeat) that add no CA of their own: each
+/// client holds the OS trust store parsed, a few hundred KiB, so one is built, not one each.
+#[derive(Debug, Default)]
+pub struct Clients {
+    shared: Option<reqwest::Client>,
+}
+
+impl Clients {
+    /// The shared client, or for a `ca` (PEM) a client of its own.
+    pub fn get(&mut self, channel: &str, ca: Option<&[u8]>) -> Result<reqwest::Client, ChannelError> {
+        match (ca, &self.shared) {
+            (Some(pem), _) => http_client(channel, Some(pem)),
+            (None, Some(c)) => Ok(c.clone()),
+            (None, None) => {
+                let c = http_client(channel, None)?;
+                self.shared = Some(c.clone());
+                Ok(c)
+            }
+        }
+    }
+}
+
 /// Builds every configured channel: reads secrets and CA files, builds TLS.
-pub fn build_all(config: &Config, path: &Path) -> Result<Vec<Channel>, ChannelError> {
+pub fn build_all(config: &Config, path: &Path, clients: &mut Clients) -> Result<Vec<Channel>, ChannelError> {
     let names = crate::config::channels::channel_names(&config.channels);
-    config.channels.iter().zip(names).map(|(c, name)| build(c, name, config, path)).collect()
+    config.channels.iter().zip(names).map(|(c, name)| build(c, name, config, path, clients)).collect()
 }
 
 /// Builds one channel named `name` from its section.
@@ -211,6 +233,7 @@ pub fn build(
     name: String,
     config: &Config,
     path: &Path,
+    clients: &mut Clients,
 ) -> Result<Channel, ChannelError> {
     let secret = |key: &str, lit, file: Option<&std::path::PathBuf>| {
         resolve_secret(key, lit, file.map(|p| p.as_path()), path, config.file_mode)
@@ -232,14 +255,14 @@ pub fn build(
                 publish,
                 topic: topic.to_string(),
                 token,
-                http: http_client(&name, ca.as_deref())?,
+                http: clients.get(&name, ca.as_deref())?,
             }
         }
         ChannelSection::Webhook(w) => Sender::Webhook {
             url: w.url.0.clone(),
             format: w.format,
             secret: secret("secret", w.secret.as_ref(), w.secret_file.as_ref())?,
-            http: http_client(&name, ca.as_deref())?,
+            http: clients.get(&name, ca.as_deref())?,
         },
         ChannelSection::Email(e) => {
             let password = secret("password", e.password.as_ref(), e.password_file.as_ref())?;

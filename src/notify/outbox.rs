@@ -14,7 +14,7 @@ use chrono::Utc;
 use tokio::sync::Notify;
 
 use super::channel::{Channel, Links, Message};
-use crate::store::SharedStore;
+use crate::store::{ChannelState, SharedStore, StoreError};
 
 /// The first retry comes this soon after a failure.
 pub const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -33,19 +33,23 @@ pub fn retry_after(failed: u32, jitter: f64) -> Duration {
 }
 
 /// Delivers the outbox to `channel` until the task is dropped. `kick` says there is news.
-pub async fn run(channel: Arc<Channel>, store: SharedStore, kick: Arc<Notify>, links: Links) {
+/// Registers `channel` in the store (a new one starts at the newest event), before any poll
+/// of this run can record an event it must get.
+pub async fn register(channel: &Channel, store: &SharedStore) -> Result<ChannelState, StoreError> {
+    let (name, kind) = (channel.name.clone(), channel.kind);
+    store.call(move |s| s.channel(&name, kind)).await
+}
+
+/// Delivers the outbox to `channel` from `state` on, until the task is dropped. `kick` says
+/// there is news.
+pub async fn run(
+    channel: Arc<Channel>,
+    store: SharedStore,
+    kick: Arc<Notify>,
+    links: Links,
+    state: ChannelState,
+) {
     let name = channel.name.clone();
-    let kind = channel.kind;
-    let state = loop {
-        let n = name.clone();
-        match store.call(move |s| s.channel(&n, kind)).await {
-            Ok(state) => break state,
-            Err(e) => {
-                tracing::error!(channel = %name, "cannot read the channel's delivery state: {e}");
-                tokio::time::sleep(MAX_RETRY).await;
-            }
-        }
-    };
     let mut done = state.done_through;
     let mut failed = state.attempts;
     let mut failing_since = state.failing_since;
