@@ -420,8 +420,13 @@ async fn email_arrives_over_tls_and_a_wrong_password_is_a_clear_error() {
     let out = s.run(&["channels", "test", "mail-tls"]).await;
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("mail-tls (email, smtps://127.0.0.1:"), "{}", stdout(&out));
-    let out = s.run(&["channels", "test", "mail-starttls"]).await;
+    // Under trace logging (rustls, lettre, tokio all on), the password stays out of it.
+    let mut cmd = s.cmd(&["channels", "test", "mail-starttls"]);
+    cmd.env("RUST_LOG", "trace");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("TRACE"), "trace logging was on");
+    assert!(!stderr(&out).contains(PASSWORD), "the SMTP password leaked into the trace log");
     for server in [&smtps, &starttls] {
         let m = server.messages();
         assert_eq!(m.len(), 1, "{:?}", server.seen());
