@@ -575,7 +575,7 @@ async fn channels_get_the_alert_in_the_shapes_ntfy_webhooks_slack_and_discord_pa
          [[channels]]\ntype = \"webhook\"\nurl = \"{base}/hook-literal\"\nsecret = \"whsec_literal_in_config\"\n\n\
          [[channels]]\ntype = \"webhook\"\nformat = \"slack\"\nurl = \"{base}/slack\"\n\n\
          [[channels]]\ntype = \"webhook\"\nformat = \"discord\"\nurl = \"{base}/discord\"\n\n\
-         [health]\nping_url = \"{base}/ping/uuid-secret-0f1e2d\"\n",
+         [health]\nping_url = \"{base}/ping/uuid-secret-0f1e2d\"\n\n[notify]\ndesktop = true\n",
         token_file.display()
     ));
     chmod(&s.config_path(), 0o600);
@@ -680,6 +680,9 @@ async fn channels_get_the_alert_in_the_shapes_ntfy_webhooks_slack_and_discord_pa
         assert!(!log.contains(secret), "{secret} leaked into the trace log");
     }
     assert!(log.contains("alerts also go to this channel"), "{log}");
+    // No session bus here: said once at start, no warning at the alert.
+    assert_eq!(log.matches("alerts go to the channels only").count(), 1, "{log}");
+    assert!(!log.contains("no desktop notification server, so"), "{log}");
     // Each channel got the one alert once (plus nothing else: the reviewed device is trusted).
     for path in ["/ntfy/", "/hook", "/hook-literal", "/slack", "/discord"] {
         assert_eq!(rx.accepted(path).len(), 1, "{path}");

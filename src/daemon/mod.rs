@@ -246,8 +246,20 @@ impl Generation {
             );
         }
         let accounts = ctx.accounts().await?;
-        let desktop =
-            ctx.config.notify.desktop.then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
+        // A headless host (no session bus, no display) with channels: the desktop is skipped
+        // from the start, said once here, instead of a warning at the first alert.
+        let headless = ctx.config.notify.desktop
+            && !ctx.config.channels.is_empty()
+            && !crate::notify::graphical_session()
+            && matches!(Desktop::capabilities().await, Err(crate::notify::DesktopError::NoServer(_)));
+        if headless {
+            tracing::info!(
+                channels = ctx.config.channels.len(),
+                "no desktop notification server here; alerts go to the channels only"
+            );
+        }
+        let desktop = (ctx.config.notify.desktop && !headless)
+            .then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
         let dispatcher =
             Arc::new(Dispatcher::new(desktop, ctx.config.alerts.sign_out_url.as_str(), accounts.len() > 1));
         let recording = Arc::new(RecordingState::default());
