@@ -25,6 +25,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+# The e-mail channel is tested against a real SMTP server: Debian's aiosmtpd.
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 if $root && [ $# = 0 ]; then
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)

@@ -393,6 +393,12 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                         what: p.describe(),
                         private_session: seen.device.is_private_session,
                         looks_like: looks_like.clone(),
+                        track: p.item.as_ref().map(|i| i.name.clone()).filter(|n| !n.is_empty()),
+                        artists: p
+                            .item
+                            .as_ref()
+                            .map(|i| i.artists.iter().map(|a| a.name.clone()).collect())
+                            .unwrap_or_default(),
                     },
                 });
             } else if known.first_run {

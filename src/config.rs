@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod channels;
+pub use channels::{ChannelSection, HealthSection, MinUrgency, WebhookFormat, redact_url};
+
 /// Spotify's account page, where "Sign out everywhere" lives.
 pub const DEFAULT_SIGN_OUT_URL: &str = "https://www.spotify.com/account/overview/";
 /// Spotify's page listing partner devices and apps, which sign-out-everywhere does not cover.
@@ -37,6 +40,14 @@ pub struct Config {
     pub accounts: Vec<AccountSection>,
     /// Devices recorded but never alerted: `[[ignore]]` with `name` (a `*` pattern) and/or `type`.
     pub ignore: Vec<crate::audit::IgnoreRule>,
+    /// Where else alerts go: `[[channels]]` of type ntfy, webhook or email.
+    pub channels: Vec<ChannelSection>,
+    /// The heartbeat.
+    pub health: HealthSection,
+    /// The config file's permission bits, read by [`Config::load`]: a secret written in the
+    /// file is refused unless it has no group or other bits (the ssh rule).
+    #[serde(skip)]
+    pub file_mode: Option<u32>,
 }
 
 /// `[auth]`
@@ -239,7 +250,11 @@ impl Config {
             None => (default_config_path()?, false),
         };
         match std::fs::read_to_string(&path) {
-            Ok(text) => Ok((Config::parse(&text, &path)?, Source::File(path))),
+            Ok(text) => {
+                let mut config = Config::parse(&text, &path)?;
+                config.file_mode = channels::file_mode(&path).ok();
+                Ok((config, Source::File(path)))
+            }
             Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => {
                 let config = Config::default();
                 config.validate(&path)?;
@@ -302,6 +317,48 @@ impl Config {
         }
         if self.ignore.iter().any(|r| r.name.is_none() && r.device_type.is_none()) {
             return Err(invalid("ignore", "each [[ignore]] needs a name pattern, a type, or both"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in channels::channel_names(&self.channels) {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "channels.name",
+                    message: format!("{name:?} is not allowed: use letters, digits, '-' and '_'"),
+                });
+            }
+            if !seen.insert(name.clone()) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "channels.name",
+                    message: format!("{name:?} is named twice; channel names must be unique"),
+                });
+            }
+        }
+        for c in &self.channels {
+            if let ChannelSection::Email(e) = c {
+                if e.to.is_empty() {
+                    return Err(invalid(
+                        "channels.to",
+                        "an email channel needs at least one address in `to`",
+                    ));
+                }
+                for a in e.to.iter().chain(std::iter::once(&e.from)) {
+                    if a.parse::<lettre::message::Mailbox>().is_err() {
+                        return Err(ConfigError::Invalid {
+                            path: path.to_path_buf(),
+                            key: "channels.from/to",
+                            message: format!("{a:?} is not an e-mail address like \"me <me@example.org>\""),
+                        });
+                    }
+                }
+                if (e.password.is_some() || e.password_file.is_some()) && e.username.is_none() {
+                    return Err(invalid("channels.username", "a password needs a username"));
+                }
+            }
         }
         if self.storage.keep_events.0 < Duration::from_secs(86_400) {
             return Err(invalid("storage.keep_events", "keep at least a day of history, e.g. \"400d\""));
@@ -433,7 +490,15 @@ fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
             let start = span.start.min(text.len());
             let line = text[..start].matches('\n').count() + 1;
             let source = text.lines().nth(line - 1).unwrap_or("").trim();
-            let source: String = source.chars().take(80).collect();
+            let mut source: String = source.chars().take(80).collect();
+            // In `[[channels]]` and `[health]` a value may be a secret or a capability URL
+            // (even under a misspelt key): show the key only.
+            let section = text.lines().take(line).filter(|l| l.trim_start().starts_with('[')).last();
+            if section.is_some_and(|s| s.contains("channels") || s.contains("health"))
+                && let Some((key, _)) = source.split_once('=')
+            {
+                source = format!("{} = …", key.trim());
+            }
             if source.is_empty() {
                 format!("line {line}: {message}")
             } else {
@@ -728,5 +793,29 @@ mod tests {
     fn tokens_live_beside_the_database() {
         let c = parse("[storage]\ndatabase = \"/x/y/db.sqlite\"\n").expect("valid");
         assert_eq!(c.tokens_dir().expect("dir"), PathBuf::from("/x/y/tokens"));
+    }
+
+    #[test]
+    fn channels_parse_and_their_errors_show_no_secret() {
+        let c = parse(
+            "[[channels]]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/topic-abc\"\nmin_urgency = \"critical\"\n\
+             [[channels]]\ntype = \"email\"\nsmtp = \"smtps://mail.example.org\"\nfrom = \"s <s@example.org>\"\nto = [\"me@example.org\"]\n\
+             [health]\nping_url = \"https://hc-ping.com/uuid-123\"\n",
+        )
+        .expect("valid");
+        assert_eq!(channels::channel_names(&c.channels), ["ntfy-1", "email-1"]);
+        assert_eq!(c.channels[0].min_urgency(), MinUrgency::Critical);
+        let e =
+            err("[[channels]]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/t\"\ntokne = \"tk_typo_secret\"\n");
+        assert!(e.contains("`tokne`") && !e.contains("tk_typo_secret"), "{e}");
+        let e = err("[[channels]]\ntype = \"sms\"\nurl = \"https://x.example/t\"\n");
+        assert!(e.contains("sms"), "{e}");
+        let e = err("[[channels]]\ntype = \"ntfy\"\nurl = \"http://ntfy.sh/secret-topic\"\n");
+        assert!(e.contains("must be https") && !e.contains("secret-topic"), "{e}");
+        let e = err("[[channels]]\ntype = \"ntfy\"\nname = \"a\"\nurl = \"https://x.example/t\"\n\
+             [[channels]]\ntype = \"webhook\"\nname = \"a\"\nurl = \"https://x.example/t\"\n");
+        assert!(e.contains("named twice"), "{e}");
+        let e = err("[health]\nping_url = \"https://hc-ping.com/u\"\nevery = \"1m\"\n");
+        assert!(e.contains("every"), "{e}");
     }
 }

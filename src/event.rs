@@ -83,6 +83,12 @@ pub enum Event {
         /// The trusted device it looks like while not being it (see `DeviceAppeared`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         looks_like: Option<LookAlike>,
+        /// The track's (or episode's) own name and its artists, for webhooks. (Absent in
+        /// events written before these fields.)
+        #[serde(default)]
+        track: Option<String>,
+        #[serde(default)]
+        artists: Vec<String>,
     },
     /// A known device (matched by its Spotify id) now has another name.
     DeviceRenamed { from: String, to: String, device_type: String },

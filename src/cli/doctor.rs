@@ -181,6 +181,53 @@ impl Cmd {
             ),
             Err(e) => r.line(Verdict::Fail, "notifications", &e.to_string(), None),
         }
+        let names = crate::config::channels::channel_names(&ctx.config.channels);
+        let mut clients = crate::notify::channel::Clients::default();
+        for (section, name) in ctx.config.channels.iter().zip(names) {
+            let what = format!("channel {name} ({})", section.kind());
+            let channel = match crate::notify::channel::build(
+                section,
+                name,
+                &ctx.config,
+                ctx.source.path(),
+                &mut clients,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    r.line(
+                        Verdict::Fail,
+                        &what,
+                        &e.to_string(),
+                        Some("see the message; the README has each channel's setup"),
+                    );
+                    continue;
+                }
+            };
+            match channel.probe().await {
+                Ok(ok) => r.line(Verdict::Pass, &what, &ok, None),
+                Err(e) => r.line(Verdict::Fail, &what, &e, Some("check the URL, the network and ca_file")),
+            }
+            if self.notify {
+                let msg = crate::notify::channel::Message::test(&crate::notify::channel::Links::from_config(
+                    &ctx.config,
+                ));
+                match channel.send(&msg).await {
+                    Ok(()) => {
+                        r.line(Verdict::Pass, &format!("test message ({})", channel.name), "delivered", None)
+                    }
+                    Err(e) => r.line(Verdict::Fail, &format!("test message ({})", channel.name), &e, None),
+                }
+            }
+        }
+        if let Some(url) = &ctx.config.health.ping_url {
+            // Not pinged: a ping from here would tell the service the daemon is alive.
+            r.line(
+                Verdict::Pass,
+                "heartbeat",
+                &format!("configured: {}", crate::config::redact_url(&url.0)),
+                None,
+            );
+        }
         let unit = crate::service::service_path(
             crate::service::Manager::native(),
             &std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default(),

@@ -4,6 +4,7 @@
 //! Commands get their dependencies as arguments; fast commands open only what they need.
 //! Everything printed that came from Spotify goes through [`crate::text::terminal`].
 
+mod channels;
 mod check;
 mod demo;
 mod devices;
@@ -96,6 +97,9 @@ pub enum Command {
     /// Show each account's login and last poll
     #[command(after_help = "Example: spotguard status --json")]
     Status(status::Cmd),
+    /// Send a test message through the extra channels (ntfy, webhooks, e-mail)
+    #[command(after_help = "Examples:\n  spotguard channels test\n  spotguard channels test ntfy-1")]
+    Channels(channels::Cmd),
     /// Install, remove or inspect spotguard as a per-user service (systemd, launchd)
     #[command(after_help = "Examples:\n  spotguard service install\n  spotguard service status")]
     Service(service::Cmd),
@@ -134,6 +138,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(cmd) => cmd.run(context(cli.config)?).await,
         Command::Logout(cmd) => cmd.run(context(cli.config)?).await,
         Command::Status(cmd) => cmd.run(context(cli.config)?).await,
+        Command::Channels(cmd) => {
+            let (config, source) = Config::load(cli.config.as_deref())?;
+            cmd.run(config, source).await
+        }
         Command::Doctor(cmd) => cmd.run(context(cli.config)?).await,
         Command::Service(cmd) => cmd.run(context(cli.config)?).await,
     }

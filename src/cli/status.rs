@@ -51,6 +51,42 @@ struct StatusOut {
     daemon_running: bool,
     schedule: String,
     accounts: Vec<AccountOut>,
+    /// The `[[channels]]`, in config order.
+    channels: Vec<ChannelOut>,
+}
+
+/// The `--json` shape of one channel; field names are stable.
+#[derive(Debug, Serialize)]
+struct ChannelOut {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    last_delivered_at: Option<DateTime<Utc>>,
+    /// The last failed attempt's reason, or the last alert given up on (after 24 h).
+    last_error: Option<String>,
+    last_error_at: Option<DateTime<Utc>>,
+    /// Alerts this channel has yet to accept.
+    waiting: i64,
+    /// Alerts given up on after 24 h of failed attempts.
+    given_up: i64,
+}
+
+/// The kinds a channel sends, by its `min_urgency` (an imitation, a `device_appeared` that
+/// critical channels also get, is counted under normal only).
+fn channel_kinds(min: crate::config::MinUrgency) -> &'static [&'static str] {
+    match min {
+        crate::config::MinUrgency::Normal => &[
+            "first_run",
+            "device_appeared",
+            "unknown_playing",
+            "device_limit",
+            "access_lost",
+            "login_expiring",
+            "still_online_after_sign_out",
+            "not_watching",
+        ],
+        crate::config::MinUrgency::Critical => &["unknown_playing", "access_lost", "not_watching"],
+    }
 }
 
 impl Cmd {
@@ -108,7 +144,39 @@ impl Cmd {
                 },
             });
         }
+        let names = crate::config::channels::channel_names(&ctx.config.channels);
+        let wanted: Vec<(String, String, &'static [&'static str])> = ctx
+            .config
+            .channels
+            .iter()
+            .zip(names)
+            .map(|(c, n)| (n, c.kind().to_string(), channel_kinds(c.min_urgency())))
+            .collect();
+        let channels = ctx
+            .store
+            .call(move |s| {
+                let states = s.channels()?;
+                let mut out = Vec::new();
+                for (name, kind, kinds) in wanted {
+                    let st = states.iter().find(|c| c.name == name);
+                    out.push(ChannelOut {
+                        waiting: match st {
+                            Some(st) => s.count_after(st.done_through, kinds)?,
+                            None => 0,
+                        },
+                        name,
+                        kind,
+                        last_delivered_at: st.and_then(|c| c.last_delivered_at),
+                        last_error: st.and_then(|c| c.last_error.clone()),
+                        last_error_at: st.and_then(|c| c.last_error_at),
+                        given_up: st.map_or(0, |c| c.given_up),
+                    });
+                }
+                Ok(out)
+            })
+            .await?;
         let status = StatusOut {
+            channels,
             daemon_pid: running.flatten(),
             daemon_running: running.is_some(),
             schedule: ctx.config.schedule().to_string(),
@@ -124,6 +192,13 @@ impl Cmd {
             }
             for a in &status.accounts {
                 print_text(a);
+            }
+            for c in &status.channels {
+                let last = c.last_delivered_at.map_or("never".to_string(), |t| ago(t, Utc::now()));
+                println!("Channel {} ({}): last delivered {last}, {} waiting", c.name, c.kind, c.waiting);
+                if let (Some(e), Some(at)) = (&c.last_error, c.last_error_at) {
+                    println!("  last error ({}): {}", ago(at, Utc::now()), terminal(e));
+                }
             }
         }
         Ok(ExitCode::SUCCESS)

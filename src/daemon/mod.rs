@@ -61,6 +61,8 @@ pub enum DaemonError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Channel(#[from] crate::notify::channel::ChannelError),
     #[error(
         "an account's poll loop ended unexpectedly ({0}); exiting so the service manager restarts spotguard"
     )]
@@ -211,6 +213,8 @@ impl Context {
         if config.database_path()? != self.config.database_path()? {
             anyhow::bail!("storage.database cannot change while spotguard runs; restart it instead");
         }
+        // A channel whose secret cannot be read is refused now, not at its first alert.
+        crate::notify::channel::build_all(&config, source.path(), &mut Default::default())?;
         Ok(Context::build(config, source)?)
     }
 }
@@ -223,6 +227,8 @@ struct Generation {
     loops: JoinSet<()>,
     housekeeping: tokio::task::JoinHandle<()>,
     deliveries: tokio::task::JoinHandle<()>,
+    /// One task per `[[channels]]` entry.
+    channels: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Generation {
@@ -240,17 +246,72 @@ impl Generation {
             );
         }
         let accounts = ctx.accounts().await?;
-        let desktop =
-            ctx.config.notify.desktop.then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
+        // A headless host (no session bus, no display) with channels: the desktop is skipped
+        // from the start, said once here, instead of a warning at the first alert.
+        let headless = ctx.config.notify.desktop
+            && !ctx.config.channels.is_empty()
+            && !crate::notify::graphical_session()
+            && matches!(Desktop::capabilities().await, Err(crate::notify::DesktopError::NoServer(_)));
+        if headless {
+            tracing::info!(
+                channels = ctx.config.channels.len(),
+                "no desktop notification server here; alerts go to the channels only"
+            );
+        }
+        let desktop = (ctx.config.notify.desktop && !headless)
+            .then(|| Desktop::new(invoked_tx, ctx.config.notify.action_timeout.0));
         let dispatcher =
             Arc::new(Dispatcher::new(desktop, ctx.config.alerts.sign_out_url.as_str(), accounts.len() > 1));
         let recording = Arc::new(RecordingState::default());
         // Deliveries run in their own task, kicked after polls: a hung notification server
         // then slows alerts down, never polls, READY or the watchdog. Its first round
         // delivers what a previous run committed but did not get to show.
-        let kick = Arc::new(tokio::sync::Notify::new());
-        let deliveries =
-            tokio::spawn(deliveries(dispatcher.clone(), ctx.store.clone(), kick.clone(), recording.clone()));
+        let desktop_kick = Arc::new(tokio::sync::Notify::new());
+        let deliveries = tokio::spawn(deliveries(
+            dispatcher.clone(),
+            ctx.store.clone(),
+            desktop_kick.clone(),
+            recording.clone(),
+        ));
+        // Each channel delivers on its own, so a channel that is down delays only itself.
+        let links = crate::notify::channel::Links::from_config(&ctx.config);
+        let mut kicks = vec![desktop_kick];
+        let mut channels = Vec::new();
+        let mut clients = crate::notify::channel::Clients::default();
+        for channel in crate::notify::channel::build_all(&ctx.config, ctx.source.path(), &mut clients)? {
+            tracing::info!(channel = %channel.name, kind = channel.kind, to = %channel.target, "alerts also go to this channel");
+            let kick = Arc::new(tokio::sync::Notify::new());
+            kicks.push(kick.clone());
+            // Registered before the first poll: a new channel gets this run's alerts.
+            let state = crate::notify::outbox::register(&channel, &ctx.store).await?;
+            channels.push(tokio::spawn(crate::notify::outbox::run(
+                Arc::new(channel),
+                ctx.store.clone(),
+                kick,
+                links.clone(),
+                state,
+            )));
+        }
+        let kick = Arc::new(Kick(kicks));
+        let heartbeat = match &ctx.config.health.ping_url {
+            Some(url) => {
+                let ca = match &ctx.config.health.ca_file {
+                    Some(f) => Some(
+                        std::fs::read(crate::config::channels::expand_path(f, ctx.source.path())).map_err(
+                            |e| crate::notify::channel::ChannelError::CaFile {
+                                channel: "health".into(),
+                                path: f.clone(),
+                                why: e.to_string(),
+                            },
+                        )?,
+                    ),
+                    None => None,
+                };
+                let http = clients.get("health", ca.as_deref())?;
+                Some(Arc::new(crate::notify::heartbeat::Heartbeat::new(url.0.clone(), http)))
+            }
+            None => None,
+        };
         let housekeeping = tokio::spawn(prune_daily(ctx.clone()));
         let count = accounts.len();
         let wall: Arc<dyn crate::schedule::WallClock> = Arc::new(SystemClock);
@@ -271,10 +332,11 @@ impl Generation {
                 liveness: liveness.clone(),
                 recording: recording.clone(),
                 kick: kick.clone(),
+                heartbeat: heartbeat.clone(),
             };
             loops.spawn(account_loop(ctx.clone(), shared, account, clock, stop_rx.clone()));
         }
-        Ok(Generation { accounts: count, stop, loops, housekeeping, deliveries })
+        Ok(Generation { accounts: count, stop, loops, housekeeping, deliveries, channels })
     }
 
     /// Stops the loops and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
@@ -290,6 +352,9 @@ impl Generation {
         self.housekeeping.abort();
         // At-least-once: an alert cut off here is shown again by the next generation.
         self.deliveries.abort();
+        for c in &self.channels {
+            c.abort();
+        }
     }
 }
 
@@ -315,8 +380,22 @@ struct Shared {
     dispatcher: Arc<Dispatcher>,
     liveness: Arc<Liveness>,
     recording: Arc<RecordingState>,
-    /// Wakes the delivery task: there are events in the outbox.
-    kick: Arc<tokio::sync::Notify>,
+    /// Wakes the delivery tasks: there are events in the outbox.
+    kick: Arc<Kick>,
+    /// The heartbeat, if `health.ping_url` is set.
+    heartbeat: Option<Arc<crate::notify::heartbeat::Heartbeat>>,
+}
+
+/// Wakes every delivery task (the desktop's and each channel's) at once.
+#[derive(Debug)]
+struct Kick(Vec<Arc<tokio::sync::Notify>>);
+
+impl Kick {
+    fn notify_one(&self) {
+        for k in &self.0 {
+            k.notify_one();
+        }
+    }
 }
 
 /// How long a delivery round that left events behind (a failing or hung server) waits before
@@ -419,6 +498,10 @@ async fn account_loop(
             continue;
         }
         if state.lost.is_some() && !relogged(&ctx, &session, &account, &mut state).await {
+            // Not polled: a failed round for the heartbeat, so `/fail` keeps coming.
+            if let Some(hb) = &shared.heartbeat {
+                hb.round(&account.name, false);
+            }
             continue;
         }
         if state.backoff.blocked(Instant::now()) {
@@ -536,9 +619,13 @@ async fn poll_and_deliver(
 ) {
     let policy = poll::policy(&ctx.config, &account.name);
     let mut deliver = false;
-    match poll::poll_once(&ctx.client, session, &ctx.store, &policy, account, crate::store::Recording::Record)
-        .await
-    {
+    let polled =
+        poll::poll_once(&ctx.client, session, &ctx.store, &policy, account, crate::store::Recording::Record)
+            .await;
+    if let Some(hb) = &shared.heartbeat {
+        hb.round(&account.name, polled.is_ok());
+    }
+    match polled {
         Ok(report) => {
             let ended = state.backoff.succeed();
             if ended > 0 {

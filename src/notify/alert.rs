@@ -227,7 +227,14 @@ pub fn render(
             ),
             device_actions,
         ),
-        Event::UnknownPlaying { name, device_type, what, private_session, looks_like: Some(original) } => (
+        Event::UnknownPlaying {
+            name,
+            device_type,
+            what,
+            private_session,
+            looks_like: Some(original),
+            ..
+        } => (
             format!(
                 "A device that looks like your trusted \u{201c}{}\u{201d} is playing on your Spotify account{on}",
                 clean(&original.name, MAX_NAME_CHARS)
@@ -242,7 +249,7 @@ pub fn render(
             ),
             untrustable_actions,
         ),
-        Event::UnknownPlaying { name, device_type, what, private_session, looks_like: None } => (
+        Event::UnknownPlaying { name, device_type, what, private_session, looks_like: None, .. } => (
             format!("Unknown device is playing on your Spotify account{on}"),
             format!(
                 "{} ({}) is playing {} since {when}{}. Not yours? Sign out everywhere, then change your password.",
@@ -539,6 +546,8 @@ mod tests {
             what: "\u{201c}Song\u{201d} by Band".into(),
             private_session: true,
             looks_like: None,
+            track: Some("Song".into()),
+            artists: vec!["Band".into()],
         };
         let a = render(&e, at(), "family", true, &full(), URL).expect("shown");
         assert_eq!(a.summary, "Unknown device is playing on your Spotify account (family)");
@@ -552,6 +561,8 @@ mod tests {
             what: "a podcast episode".into(),
             private_session: false,
             looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+            track: None,
+            artists: Vec::new(),
         };
         let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
         assert_eq!(

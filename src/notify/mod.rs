@@ -12,8 +12,11 @@
 //! from memory: a full disk must not hide an intruder.
 
 pub mod alert;
+pub mod channel;
 pub mod desktop;
+pub mod heartbeat;
 pub mod opener;
+pub mod outbox;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -213,7 +216,7 @@ impl Dispatcher {
 }
 
 /// Whether a desktop session is there, so a missing notification server is probably late.
-fn graphical_session() -> bool {
+pub(crate) fn graphical_session() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 

@@ -120,7 +120,10 @@ impl Client {
             // handshake, see benches/clock.rs), the pool's reaper would wake the process twice
             // a minute, and a connection kept across a suspend is often dead on resume, which
             // would cost the first poll a 20 s timeout. rustls resumes TLS sessions anyway.
-            .pool_max_idle_per_host(0);
+            .pool_max_idle_per_host(0)
+            // Spotify's certificates chain to the public roots built in; the OS store is for
+            // the person's own servers (channels), so it is not read here.
+            .tls_built_in_native_certs(false);
         #[cfg(feature = "test-ca")]
         let http = match std::env::var_os("SPOTGUARD_TEST_CA_FILE") {
             Some(path) => {

@@ -554,3 +554,109 @@ async fn history_into_a_pipe_closed_early_ends_quietly() {
     assert_eq!(status, "0", "spotguard's exit status; stderr: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// Sets a file's permission bits.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn email_channel(name: &str, smtp: &str, password_file: &std::path::Path, ca: &std::path::Path) -> String {
+    format!(
+        "[[channels]]\ntype = \"email\"\nname = \"{name}\"\nsmtp = \"{smtp}\"\nusername = \"{}\"\n\
+         password_file = \"{}\"\nfrom = \"spotguard <alerts@example.org>\"\nto = [\"me@example.org\"]\nca_file = \"{}\"\n\n",
+        common::smtp::USER,
+        password_file.display(),
+        ca.display()
+    )
+}
+
+/// Issue 13: e-mail through a real SMTP server (aiosmtpd) over TLS, both smtps:// and
+/// smtp:// with STARTTLS: subject, headers and links arrive; the login happens only under
+/// TLS; a server without STARTTLS gets neither AUTH nor MAIL; a wrong password is a clear
+/// error; `channels test` exits 1 on a failure and 2 for an unknown name.
+#[tokio::test(flavor = "multi_thread")]
+async fn email_arrives_over_tls_and_a_wrong_password_is_a_clear_error() {
+    use common::smtp::{PASSWORD, SmtpServer};
+    let mut s = Sandbox::new().await;
+    let smtps = SmtpServer::start(s.path(), "smtps").await;
+    let starttls = SmtpServer::start(s.path(), "starttls").await;
+    let plain = SmtpServer::start(s.path(), "plain").await;
+    let good = s.path().join("smtp.password");
+    std::fs::write(&good, format!("{PASSWORD}\n")).expect("pw");
+    chmod(&good, 0o600);
+    let wrong = s.path().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password").expect("pw");
+    chmod(&wrong, 0o400);
+    s.with_config(&format!(
+        "{}{}{}{}",
+        email_channel("mail-tls", &format!("smtps://127.0.0.1:{}", smtps.port), &good, &smtps.ca_file),
+        email_channel(
+            "mail-starttls",
+            &format!("smtp://127.0.0.1:{}", starttls.port),
+            &good,
+            &starttls.ca_file
+        ),
+        email_channel("mail-wrong", &format!("smtps://127.0.0.1:{}", smtps.port), &wrong, &smtps.ca_file),
+        email_channel("mail-plain", &format!("smtp://127.0.0.1:{}", plain.port), &good, &plain.ca_file),
+    ));
+
+    let out = s.run(&["channels", "test", "mail-tls"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("mail-tls (email, smtps://127.0.0.1:"), "{}", stdout(&out));
+    // Under trace logging (rustls, lettre, tokio all on), the password stays out of it.
+    let mut cmd = s.cmd(&["channels", "test", "mail-starttls"]);
+    cmd.env("RUST_LOG", "trace");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("TRACE"), "trace logging was on");
+    assert!(!stderr(&out).contains(PASSWORD), "the SMTP password leaked into the trace log");
+    for server in [&smtps, &starttls] {
+        let m = server.messages();
+        assert_eq!(m.len(), 1, "{:?}", server.seen());
+        assert!(
+            server.seen().iter().all(|e| e["tls"] == true),
+            "AUTH and MAIL only under TLS: {:?}",
+            server.seen()
+        );
+        let data = m[0]["data"].as_str().expect("data");
+        assert!(data.contains("Subject: [spotguard] spotguard test message"), "{data}");
+        assert!(data.contains("Auto-Submitted: auto-generated"), "{data}");
+        assert!(data.contains("\nDate: "), "{data}");
+        assert!(data.contains("From: spotguard <alerts@example.org>"), "{data}");
+        assert!(data.contains("Sign out everywhere: https://www.spotify.com/account/overview/"), "{data}");
+        assert!(data.contains("Review app access: https://www.spotify.com/account/apps/"), "{data}");
+        assert_eq!(m[0]["to"], serde_json::json!(["me@example.org"]));
+    }
+
+    let out = s.run(&["channels", "test", "mail-wrong"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let o = stdout(&out);
+    assert!(
+        o.contains("mail-wrong") && o.contains("refused the login (535)") && o.contains("password"),
+        "{o}"
+    );
+    assert!(!o.contains("not-the-password"), "{o}");
+
+    let out = s.run(&["channels", "test", "mail-plain"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
+    assert!(plain.seen().is_empty(), "no AUTH, no MAIL without TLS: {:?}", plain.seen());
+
+    let out = s.run(&["channels", "test", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no channel named \"nope\""), "{}", stderr(&out));
+
+    // A secret file others can read is refused, naming the file and the chmod.
+    chmod(&good, 0o644);
+    let out = s.run(&["channels", "test", "mail-tls"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains(&format!("chmod 600 {}", good.display())), "{}", stdout(&out));
+    // And doctor says FAIL for it, without sending.
+    let before = smtps.messages().len();
+    let out = s.run(&["doctor"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("FAIL  channel mail-tls (email)"), "{}", stdout(&out));
+    assert_eq!(smtps.messages().len(), before, "doctor sends nothing without --notify");
+    assert!(!stdout(&out).contains(PASSWORD));
+}

@@ -7,6 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::dbus::{NotificationServer, TestBus};
+use common::receiver::{Answer, Receiver};
 use common::sandbox::{Sandbox, TOKEN};
 use serde_json::json;
 use spotguard::fake::{self, Fault};
@@ -684,4 +685,238 @@ async fn a_200_kb_name_is_stored_capped() {
         conn.query_row("SELECT count(*) FROM events WHERE kind = ?1", [kind], |r| r.get(0)).expect("count")
     };
     assert_eq!((of_kind("device_appeared"), of_kind("device_renamed")), (1, 0), "one alert, no rename churn");
+}
+
+/// Sets a file's permission bits.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Issue 13: one alert reaches ntfy, a signed JSON webhook (secret from `env:` and from a
+/// literal in a 0600 config), Slack and Discord, each in the shape its receiver parses, and
+/// the heartbeat is pinged. No secret form, ntfy topic or heartbeat UUID reaches the trace log.
+#[tokio::test(flavor = "multi_thread")]
+async fn channels_get_the_alert_in_the_shapes_ntfy_webhooks_slack_and_discord_parse() {
+    use hmac::Mac;
+    let rx = Receiver::start().await;
+    let mut s = Sandbox::new().await;
+    let token_file = s.path().join("ntfy.token");
+    std::fs::write(&token_file, "tk_ntfy_file_secret\n").expect("token");
+    chmod(&token_file, 0o600);
+    let base = &rx.base;
+    s.with_config(&format!(
+        "[[channels]]\ntype = \"ntfy\"\nname = \"phone\"\nurl = \"{base}/ntfy/topic-secret-3f9c2a\"\ntoken_file = \"{}\"\n\n\
+         [[channels]]\ntype = \"webhook\"\nurl = \"{base}/hook\"\nsecret = \"env:SPOTGUARD_TEST_HOOK_SECRET\"\n\n\
+         [[channels]]\ntype = \"webhook\"\nurl = \"{base}/hook-literal\"\nsecret = \"whsec_literal_in_config\"\n\n\
+         [[channels]]\ntype = \"webhook\"\nformat = \"slack\"\nurl = \"{base}/slack\"\n\n\
+         [[channels]]\ntype = \"webhook\"\nformat = \"discord\"\nurl = \"{base}/discord\"\n\n\
+         [health]\nping_url = \"{base}/ping/uuid-secret-0f1e2d\"\n\n[notify]\ndesktop = true\n",
+        token_file.display()
+    ));
+    chmod(&s.config_path(), 0o600);
+    s.seed_reviewed();
+    s.spotify.set_devices(vec![
+        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
+        fake::device("b-id", "Galaxy S24", "Smartphone", false),
+    ]);
+    let mut d = s.spawn_daemon(&[("RUST_LOG", "trace"), ("SPOTGUARD_TEST_HOOK_SECRET", "whsec_env_secret")]);
+    let wait = Duration::from_secs(20);
+
+    // ntfy, as https://docs.ntfy.sh/publish/#publish-as-json reads it: POST to the server
+    // root with the topic in the body, priority 1-5, tags and actions as arrays.
+    let n = rx.wait_for("/ntfy/", 1, wait).await.remove(0);
+    assert_eq!(n.method, "POST");
+    assert_eq!(n.header("authorization"), Some("Bearer tk_ntfy_file_secret"));
+    assert!(n.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{n:?}");
+    let j = n.json();
+    assert_eq!(j["topic"], "topic-secret-3f9c2a");
+    assert_eq!(j["title"], "Unknown device on your Spotify account");
+    let m = j["message"].as_str().expect("message");
+    assert!(m.starts_with("Galaxy S24 (Smartphone) appeared at ") && m.len() < 4096, "{m}");
+    assert_eq!(j["priority"], 4, "normal is ntfy's 4 (high)");
+    assert_eq!(j["tags"], json!(["warning", "spotguard"]));
+    assert_eq!(j["click"], "https://www.spotify.com/account/overview/");
+    assert_eq!(
+        j["actions"],
+        json!([
+            {"action": "view", "label": "Sign out everywhere", "url": "https://www.spotify.com/account/overview/"},
+            {"action": "view", "label": "Review app access", "url": "https://www.spotify.com/account/apps/"},
+        ])
+    );
+
+    // The JSON webhook, signed: verified as a receiver would, then the schema.
+    for (path, secret) in [("/hook", "whsec_env_secret"), ("/hook-literal", "whsec_literal_in_config")] {
+        let h = rx.wait_for(path, 1, wait).await.remove(0);
+        assert_eq!(h.header("content-type"), Some("application/json"));
+        let sig = h.header("spotguard-signature").expect("signed");
+        let (t, v1) = sig
+            .strip_prefix("t=")
+            .and_then(|r| r.split_once(",v1="))
+            .unwrap_or_else(|| panic!("signature shape: {sig}"));
+        let t: i64 = t.parse().expect("t is unix seconds");
+        assert!((chrono::Utc::now().timestamp() - t).abs() < 300, "a current t");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(&h.body);
+        let want: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(v1, want, "HMAC-SHA256(secret, t.body), lower-case hex");
+        let j = h.json();
+        let mut keys: Vec<&str> = j.as_object().expect("object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "account", "at", "device", "id", "kind", "links", "message", "playing", "title", "urgency",
+                "version"
+            ]
+        );
+        assert_eq!(j["version"], 1);
+        assert!(j["id"].as_i64().is_some_and(|id| id > 0));
+        assert_eq!(j["kind"], "device_appeared");
+        assert_eq!(j["urgency"], "normal");
+        assert_eq!(j["account"], "default");
+        chrono::DateTime::parse_from_rfc3339(j["at"].as_str().expect("at")).expect("RFC 3339");
+        assert_eq!(j["device"], json!({"name": "Galaxy S24", "type": "Smartphone", "id": "b-id"}));
+        assert_eq!(j["playing"], json!(null));
+        assert_eq!(j["title"], "Unknown device on your Spotify account");
+        assert_eq!(
+            j["links"],
+            json!({"sign_out": "https://www.spotify.com/account/overview/", "apps": "https://www.spotify.com/account/apps/"})
+        );
+    }
+
+    // Slack's incoming webhook: {"text"} with its link syntax; Discord: {"content"}, no pings.
+    let slack = rx.wait_for("/slack", 1, wait).await.remove(0).json();
+    assert_eq!(slack.as_object().expect("object").len(), 1, "{slack}");
+    let text = slack["text"].as_str().expect("text");
+    assert!(text.starts_with("*Unknown device on your Spotify account*\nGalaxy S24 (Smartphone)"), "{text}");
+    assert!(text.contains("<https://www.spotify.com/account/overview/|Sign out everywhere>"), "{text}");
+    let discord = rx.wait_for("/discord", 1, wait).await.remove(0).json();
+    assert_eq!(discord["allowed_mentions"], json!({"parse": []}));
+    let content = discord["content"].as_str().expect("content");
+    assert!(content.contains("Galaxy S24") && content.len() <= 2000, "{content}");
+    assert!(content.contains("<https://www.spotify.com/account/apps/>"), "{content}");
+
+    // The heartbeat: a GET after the good round.
+    let ping = rx.wait_for("/ping/uuid-secret-0f1e2d", 1, wait).await.remove(0);
+    assert_eq!(ping.method, "GET");
+
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    let log = d.log_text();
+    assert!(log.contains("TRACE"), "trace logging was on");
+    for secret in [
+        "tk_ntfy_file_secret",
+        "whsec_env_secret",
+        "whsec_literal_in_config",
+        "topic-secret-3f9c2a",
+        "uuid-secret-0f1e2d",
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the trace log");
+    }
+    assert!(log.contains("alerts also go to this channel"), "{log}");
+    // No session bus here: said once at start, no warning at the alert.
+    assert_eq!(log.matches("alerts go to the channels only").count(), 1, "{log}");
+    assert!(!log.contains("no desktop notification server, so"), "{log}");
+    // Each channel got the one alert once (plus nothing else: the reviewed device is trusted).
+    for path in ["/ntfy/", "/hook", "/hook-literal", "/slack", "/discord"] {
+        assert_eq!(rx.accepted(path).len(), 1, "{path}");
+    }
+}
+
+/// Issue 13's faults: a channel that refuses for a while gets the alert once, late; a hung
+/// channel delays neither the others nor the polls; a SIGKILL while a channel is down loses
+/// nothing and repeats nothing that was accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_channel_gets_the_alert_once_late_and_a_hung_one_delays_nothing() {
+    let rx = Receiver::start().await;
+    rx.answer("/down", Answer::Status(503));
+    rx.answer("/flaky", Answer::Status(500));
+    rx.answer("/hang", Answer::Hang);
+    let mut s = Sandbox::new().await;
+    let base = &rx.base;
+    let hook = |name: &str| {
+        format!("[[channels]]\ntype = \"webhook\"\nname = \"{name}\"\nurl = \"{base}/{name}\"\n\n")
+    };
+    s.with_config(&format!("{}{}{}{}", hook("hang"), hook("down"), hook("flaky"), hook("up")));
+    s.seed_reviewed();
+    s.spotify.set_devices(vec![
+        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
+        fake::device("b-id", "Galaxy S24", "Smartphone", false),
+    ]);
+    let mut d = s.spawn_daemon(&[]);
+    let started = std::time::Instant::now();
+    rx.wait_for("/up", 1, Duration::from_secs(10)).await;
+    rx.wait_for("/hang", 1, Duration::from_secs(10)).await;
+    rx.wait_for("/down", 1, Duration::from_secs(10)).await;
+    rx.wait_for("/flaky", 1, Duration::from_secs(10)).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "a hung channel held nothing up");
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 3, Duration::from_secs(8)).await;
+
+    // "down" comes back: the next retry (within 5 s) delivers it.
+    rx.answer("/down", Answer::Ok);
+    let back = std::time::Instant::now();
+    let got = loop {
+        let got = rx.accepted("/down");
+        if !got.is_empty() || back.elapsed() > Duration::from_secs(10) {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(got.len(), 1, "delivered late, once: {:?}", rx.requests());
+    assert!(back.elapsed() <= Duration::from_secs(6), "the retry came within 5 s: {:?}", back.elapsed());
+
+    // SIGKILL while "flaky" is still down; status says what waits.
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10)).await;
+    let out = s.run(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let channels = status["channels"].as_array().expect("channels");
+    let by = |n: &str| channels.iter().find(|c| c["name"] == n).cloned().expect("listed");
+    assert_eq!(by("flaky")["waiting"], 1, "{status}");
+    assert!(by("flaky")["last_error"].as_str().is_some_and(|e| e.contains("HTTP 500")), "{status}");
+    assert!(!by("flaky")["last_error"].as_str().unwrap_or("").contains("/flaky"), "no URL path shown");
+    assert_eq!(by("up")["waiting"], 0);
+    assert!(by("up")["last_delivered_at"].is_string(), "{status}");
+    assert_eq!(by("down")["waiting"], 0);
+    assert_eq!(by("hang")["waiting"], 1);
+    assert_eq!(by("hang")["type"], "webhook");
+
+    rx.answer("/flaky", Answer::Ok);
+    let mut d2 = s.spawn_daemon(&[]);
+    let start = std::time::Instant::now();
+    while rx.accepted("/flaky").is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(15), "flaky delivered after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    d2.signal("TERM");
+    assert!(d2.wait(Duration::from_secs(10)).await.success());
+    for path in ["/up", "/down", "/flaky"] {
+        assert_eq!(rx.accepted(path).len(), 1, "{path}: once, no repeat after the restart");
+    }
+}
+
+/// Issue 13's heartbeat: a GET after the first good round, `/fail` at once when a round fails,
+/// and nothing more within 5 minutes of either.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_heartbeat_pings_after_a_good_round_and_fail_at_once_after_a_failed_one() {
+    let rx = Receiver::start().await;
+    let mut s = Sandbox::new().await;
+    s.with_config(&format!("[health]\nping_url = \"{}/ping/uuid-abc\"\n", rx.base));
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    rx.wait_for("/ping/uuid-abc", 1, Duration::from_secs(10)).await;
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 2, Duration::from_secs(10)).await;
+    assert_eq!(rx.requests().len(), 1, "one ping per 5 minutes, not per poll");
+    s.spotify.push_fault(Fault::Unavailable);
+    let fail = rx.wait_for("/ping/uuid-abc/fail", 1, Duration::from_secs(10)).await.remove(0);
+    assert_eq!(fail.method, "GET");
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success());
+    assert_eq!(rx.requests().len(), 2, "{:?}", rx.requests());
+    assert!(!d.log_text().contains("uuid-abc"), "{}", d.log_text());
 }

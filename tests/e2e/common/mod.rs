@@ -1,6 +1,6 @@
 //! Helpers shared by spotguard's integration tests.
 //!
-//! Each integration test file pulls this in with `mod common;` and uses only what it needs.
+//! The e2e test binary holds one copy (`tests/e2e/main.rs`); each part uses only what it needs.
 //! - [`dbus`]: a private `dbus-daemon` session bus and a recording, dunst-like
 //!   `org.freedesktop.Notifications` server on it.
 //! - [`sandbox`]: a throwaway installation (config, token, database) with the fake Spotify,
@@ -8,4 +8,6 @@
 #![allow(dead_code)] // each part uses only some of the helpers
 
 pub mod dbus;
+pub mod receiver;
 pub mod sandbox;
+pub mod smtp;

@@ -1,0 +1,152 @@
+//! Delivery to the extra channels: one task per channel, each reading the outbox in order.
+//!
+//! A channel keeps its place in the `channels` table (everything up to `done_through` is done
+//! for it), so a restart re-sends only what that channel did not accept, and a channel that is
+//! down delays nothing but itself: not the desktop, not another channel, not a poll. A failed
+//! send is retried after 5 s, doubling to a 5-minute cap, for 24 h; then the event is given
+//! up (one log line, a `status` entry). With nothing to send a task waits on its kick alone:
+//! no timer, no connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Notify;
+
+use super::channel::{Channel, Links, Message};
+use crate::store::{ChannelState, SharedStore, StoreError};
+
+/// The first retry comes this soon after a failure.
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// Retries are never further apart than this.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+/// After failing this long, the event is given up on this channel.
+pub const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(24);
+/// Events read from the store at a time.
+const BATCH: usize = 20;
+
+/// The wait before attempt `failed + 1`: 5 s doubling to 5 min, less up to 20 % of jitter
+/// (`jitter` in 0..1) so that many channels failing together do not retry in step.
+pub fn retry_after(failed: u32, jitter: f64) -> Duration {
+    let base = FIRST_RETRY.saturating_mul(1u32 << failed.saturating_sub(1).min(10)).min(MAX_RETRY);
+    base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
+}
+
+/// Delivers the outbox to `channel` until the task is dropped. `kick` says there is news.
+/// Registers `channel` in the store (a new one starts at the newest event), before any poll
+/// of this run can record an event it must get.
+pub async fn register(channel: &Channel, store: &SharedStore) -> Result<ChannelState, StoreError> {
+    let (name, kind) = (channel.name.clone(), channel.kind);
+    store.call(move |s| s.channel(&name, kind)).await
+}
+
+/// Delivers the outbox to `channel` from `state` on, until the task is dropped. `kick` says
+/// there is news.
+pub async fn run(
+    channel: Arc<Channel>,
+    store: SharedStore,
+    kick: Arc<Notify>,
+    links: Links,
+    state: ChannelState,
+) {
+    let name = channel.name.clone();
+    let mut done = state.done_through;
+    let mut failed = state.attempts;
+    let mut failing_since = state.failing_since;
+    loop {
+        let batch = match store.call(move |s| s.events_after(done, BATCH)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(channel = %name, "cannot read the outbox: {e}");
+                tokio::time::sleep(MAX_RETRY).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            kick.notified().await;
+            continue;
+        }
+        for ev in batch {
+            let id = ev.id;
+            let key = ev.device;
+            let spotify_id = match key {
+                Some(k) => store.call(move |s| s.spotify_id(k)).await.ok().flatten(),
+                None => None,
+            };
+            let msg = Message::from_event(&ev, spotify_id, &links).filter(|m| channel.wants(m));
+            let Some(msg) = msg else {
+                let n = name.clone();
+                if let Err(e) = store.call(move |s| s.channel_done(&n, id, None)).await {
+                    tracing::error!(channel = %name, "cannot record the channel's progress: {e}");
+                }
+                done = id;
+                continue;
+            };
+            loop {
+                let result = channel.send(&msg).await;
+                let now = Utc::now();
+                let n = name.clone();
+                match result {
+                    Ok(()) => {
+                        if failed > 0 {
+                            tracing::info!(channel = %name, event = id, "delivered after {failed} failed attempts");
+                        } else {
+                            tracing::debug!(channel = %name, event = id, "delivered");
+                        }
+                        if let Err(e) = store.call(move |s| s.channel_done(&n, id, Some(now))).await {
+                            tracing::error!(channel = %name, "cannot record the delivery: {e}");
+                        }
+                        failed = 0;
+                        failing_since = None;
+                        break;
+                    }
+                    Err(why) => {
+                        failed += 1;
+                        let since = *failing_since.get_or_insert(now);
+                        if now - since >= GIVE_UP_AFTER {
+                            tracing::error!(
+                                channel = %name,
+                                event = id,
+                                "gave up on an alert after 24 h of failed attempts ({failed}); it stays in `spotguard history`: {why}"
+                            );
+                            let line = format!("gave up on event {id} after 24 h: {why}");
+                            if let Err(e) = store.call(move |s| s.channel_gave_up(&n, id, now, &line)).await {
+                                tracing::error!(channel = %name, "cannot record giving up: {e}");
+                            }
+                            failed = 0;
+                            failing_since = None;
+                            break;
+                        }
+                        let wait = retry_after(failed, fastrand::f64());
+                        // Said on the first failure, then only in debug: a day of retries is
+                        // not hundreds of warnings.
+                        if failed == 1 {
+                            tracing::warn!(channel = %name, event = id, "could not deliver: {why}; retrying");
+                        } else {
+                            tracing::debug!(channel = %name, event = id, attempt = failed, "could not deliver: {why}");
+                        }
+                        let line = why.clone();
+                        if let Err(e) = store.call(move |s| s.channel_failed(&n, now, &line)).await {
+                            tracing::error!(channel = %name, "cannot record the failed attempt: {e}");
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+            done = id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_5s_to_a_5_minute_cap() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_after(n, 0.0).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert!(retry_after(1, 1.0) >= Duration::from_secs(4));
+        assert_eq!(retry_after(1000, 0.0), MAX_RETRY);
+    }
+}
