@@ -1,5 +1,6 @@
 //! Store tests on a real SQLite file in a temporary directory.
 
+use super::poll::record_poll_tx;
 use super::*;
 use crate::audit::{Policy, Snapshot, evaluate};
 use crate::spotify::model::Device;
