@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, its defaults and validation, platform paths.
+//! - [`context`]: the running parts every command and the daemon build from the configuration.
 //! - [`spotify`]: the Web API client: typed, tolerant, bounded models and error mapping.
 //! - [`auth`]: tokens: the redacting [`auth::Secret`] and the per-account token files.
 //! - [`store`]: SQLite: migrations, devices and their ids, presence, events (the outbox).
@@ -33,6 +34,7 @@ pub mod auth;
 #[allow(clippy::print_stdout)]
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod event;
 #[cfg(any(test, feature = "fake"))]

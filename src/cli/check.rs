@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::EXIT_UNTRUSTED;
 use super::format::name;
 use crate::audit::Target;
-use crate::daemon::{Context, poll};
+use crate::context::Context;
+use crate::daemon::poll;
 use crate::event::Event;
 use crate::text::terminal;
 

@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::format::{ago, name, table};
-use crate::daemon::Context;
+use crate::context::Context;
 use crate::event::TrustedBy;
 use crate::identity::Strength;
 use crate::store::{DeviceRow, Found};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use tokio::sync::mpsc;
 
 use crate::config::Source;
-use crate::daemon::Context;
+use crate::context::Context;
 use crate::event::Urgency;
 use crate::notify::{Alert, Desktop, DesktopError, Invoked};
 use crate::text::terminal;

@@ -9,7 +9,7 @@ use chrono::{Local, Utc};
 use serde::Serialize;
 
 use super::format::name;
-use crate::daemon::Context;
+use crate::context::Context;
 use crate::store::Found;
 
 #[derive(Debug, clap::Args)]

@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use crate::auth::login::Callback;
 use crate::auth::oauth::TokenError;
-use crate::daemon::Context;
+use crate::context::Context;
 use crate::notify::opener;
 use crate::text::terminal;
 

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::daemon::Context;
+use crate::context::Context;
 
 /// Exit status of `check` when a device that is not trusted is online.
 pub const EXIT_UNTRUSTED: u8 = 3;

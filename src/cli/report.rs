@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::daemon::Context;
+use crate::context::Context;
 use crate::report::{ReportData, render};
 
 #[derive(Debug, clap::Args)]

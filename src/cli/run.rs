@@ -6,14 +6,20 @@ use std::process::ExitCode;
 
 use tokio::sync::mpsc;
 
+use crate::context::Context;
 use crate::daemon::lock::InstanceLock;
-use crate::daemon::{self, Context, Control};
+use crate::daemon::{self, Control};
 
 #[derive(Debug, clap::Args)]
 pub struct Cmd {}
 
 impl Cmd {
     pub async fn run(self, ctx: Context) -> anyhow::Result<ExitCode> {
+        // The database is opened here, not at the first poll: a full disk or a newer schema
+        // stops the start, said in one sentence.
+        if let Err(e) = ctx.store.open().await {
+            return Err(cannot_start(anyhow::Error::new(e).context("cannot start")).await);
+        }
         // One daemon per database; held until the process ends.
         let _lock = InstanceLock::acquire(&ctx.config.database_path()?)?;
         let (tx, rx) = mpsc::channel(4);

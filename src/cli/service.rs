@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::config::Source;
-use crate::daemon::Context;
+use crate::context::Context;
 use crate::service::systemd::{self, Profile, UnitState, Verdict};
 use crate::service::{self, Manager, Paths, Steps};
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
 use super::format::ago;
-use crate::daemon::Context;
+use crate::context::Context;
 use crate::text::terminal;
 
 #[derive(Debug, clap::Args)]

@@ -22,14 +22,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::auth::oauth::OAuth;
-use crate::auth::{Session, TokenFiles, TokenStore};
-use crate::config::{Config, ConfigError, Source, WARN_EVERY_BELOW};
+use crate::auth::Session;
+use crate::config::{ConfigError, WARN_EVERY_BELOW};
+use crate::context::Context;
 use crate::event::TrustedBy;
 use crate::notify::{Desktop, Dispatcher, Invoked, action, opener};
 use crate::schedule::{AccountClock, ScheduleError, SystemClock, Wake};
-use crate::spotify::{Client, SpotifyError};
-use crate::store::{SharedStore, Store, StoreError};
+use crate::spotify::SpotifyError;
+use crate::store::{SharedStore, StoreError};
 use backoff::{Backoff, Failure};
 use poll::Account;
 use supervisor::Liveness;
@@ -37,20 +37,11 @@ use supervisor::Liveness;
 /// How long an in-flight poll may take to finish once shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Everything a command or the daemon needs, built once from the configuration.
-/// Cheap to clone: the store and the HTTP pool are shared.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub config: Arc<Config>,
-    pub source: Source,
-    pub store: SharedStore,
-    pub client: Client,
-    pub tokens: TokenStore,
-}
-
 /// What can stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -67,65 +58,6 @@ pub enum DaemonError {
         "an account's poll loop ended unexpectedly ({0}); exiting so the service manager restarts spotguard"
     )]
     LoopDied(String),
-}
-
-impl Context {
-    /// Opens the store and builds the HTTP client: the one fallible step from plain
-    /// configuration to running parts.
-    pub fn build(config: Config, source: Source) -> Result<Context, DaemonError> {
-        let mut store = Store::open(&config.database_path()?)?;
-        // Bridge the gaps a healthy schedule leaves (with room for a few failed polls), not
-        // a night of a sleeping laptop.
-        store.set_presence_bridge(match config.schedule() {
-            crate::config::Schedule::Every(every) => (every * 3).max(Duration::from_secs(10 * 60)),
-            crate::config::Schedule::Cron(_) => Duration::from_secs(2 * 3600),
-        });
-        let client = Client::new(config.spotify.api_base.as_str())?;
-        let tokens = TokenStore::new(config.auth.token_store, TokenFiles::new(config.tokens_dir()?))?;
-        Ok(Context { config: Arc::new(config), source, store: SharedStore::new(store), client, tokens })
-    }
-
-    /// The accounts to watch, as the config names them.
-    pub fn account_names(&self) -> Vec<String> {
-        self.config.account_names()
-    }
-
-    /// The Accounts service for `account`'s app; `None` without a Client ID.
-    pub fn oauth(&self, account: &str) -> Result<Option<OAuth>, crate::auth::oauth::UrlError> {
-        let client_id = self.config.client_id(account);
-        if client_id.is_empty() {
-            return Ok(None);
-        }
-        OAuth::new(
-            client_id,
-            self.config.spotify.accounts_base.as_str(),
-            self.config.spotify.redirect_uri.as_str(),
-            self.client.http().clone(),
-        )
-        .map(Some)
-    }
-
-    /// The token session of `account`.
-    pub fn session(&self, account: &str) -> Session {
-        let oauth = self.oauth(account).unwrap_or_else(|e| {
-            tracing::warn!("cannot refresh tokens: {e}");
-            None
-        });
-        Session::new(account, self.tokens.clone(), oauth)
-    }
-
-    /// Registers the accounts in the store and returns them.
-    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let names = self.account_names();
-        self.store
-            .call(move |s| {
-                names
-                    .into_iter()
-                    .map(|name| Ok(Account { id: s.account(&name, Utc::now())?, name }))
-                    .collect()
-            })
-            .await
-    }
 }
 
 /// What the daemon is asked to do from outside (signals, the demo, tests).
@@ -158,7 +90,7 @@ pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Resu
                     None | Some(Control::Shutdown) => break Ok(None),
                     Some(Control::Reload) => {
                         supervisor::reloading();
-                        match ctx.reloaded() {
+                        match ctx.reloaded().await {
                             Ok(new) => break Ok(Some(new)),
                             Err(e) => {
                                 tracing::error!("the changed configuration is refused; the old one stays in force: {e:#}");
@@ -199,24 +131,6 @@ pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Resu
         tracing::info!("stopped");
     }
     result
-}
-
-impl Context {
-    /// The context for the configuration as it is now on disk. The database cannot move
-    /// while running: the instance lock is on the old one.
-    fn reloaded(&self) -> anyhow::Result<Context> {
-        let explicit = match &self.source {
-            Source::File(p) => Some(p.as_path()),
-            Source::Defaults(_) => None,
-        };
-        let (config, source) = Config::load(explicit)?;
-        if config.database_path()? != self.config.database_path()? {
-            anyhow::bail!("storage.database cannot change while spotguard runs; restart it instead");
-        }
-        // A channel whose secret cannot be read is refused now, not at its first alert.
-        crate::notify::channel::build_all(&config, source.path(), &mut Default::default())?;
-        Ok(Context::build(config, source)?)
-    }
 }
 
 /// One configuration's worth of running parts: the account loops (each with its clock), the
@@ -323,7 +237,7 @@ impl Generation {
         let mut loops = JoinSet::new();
         tracing::info!(
             accounts = accounts.len(),
-            database = %ctx.store_path(),
+            database = %ctx.store.path().display(),
             "spotguard is watching, polling {schedule}"
         );
         for (account, clock) in accounts.into_iter().zip(clocks) {
@@ -440,12 +354,6 @@ async fn deliveries(
 #[derive(Debug, Default)]
 struct RecordingState {
     failing: std::sync::atomic::AtomicBool,
-}
-
-impl Context {
-    fn store_path(&self) -> String {
-        self.config.database_path().map(|p| p.display().to_string()).unwrap_or_default()
-    }
 }
 
 /// One account's loop: poll on each tick of its clock (the first comes at once, or spread

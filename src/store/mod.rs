@@ -151,17 +151,62 @@ pub struct Store {
 /// The presence bridge until the daemon sets one from its schedule.
 pub const DEFAULT_PRESENCE_BRIDGE: Duration = Duration::from_secs(10 * 60);
 
-/// The store shared by the daemon's tasks. rusqlite blocks, so every call runs on the
-/// blocking pool; the mutex serialises them (one connection, short transactions).
+/// The store shared by the daemon's tasks and the commands. rusqlite blocks, so every call
+/// runs on the blocking pool; the mutex serialises them (one connection, short
+/// transactions). A store made with [`SharedStore::lazy`] opens (and migrates) the file at its
+/// first call, on that blocking thread: a command that never touches the database (`service
+/// install --dry-run`, `completions`) creates none, and no migration or busy retry runs on
+/// the async thread.
 #[derive(Debug, Clone)]
-pub struct SharedStore(Arc<Mutex<Store>>);
+pub struct SharedStore(Arc<Lazy>);
+
+#[derive(Debug)]
+struct Lazy {
+    path: PathBuf,
+    bridge: Mutex<Duration>,
+    store: Mutex<Option<Store>>,
+}
 
 impl SharedStore {
+    /// A store already open.
     pub fn new(store: Store) -> SharedStore {
-        SharedStore(Arc::new(Mutex::new(store)))
+        SharedStore(Arc::new(Lazy {
+            path: store.path.clone(),
+            bridge: Mutex::new(store.bridge),
+            store: Mutex::new(Some(store)),
+        }))
     }
 
-    /// Runs `f` with the store off the async threads.
+    /// The store of the file at `path`, opened at the first call.
+    pub fn lazy(path: PathBuf, bridge: Duration) -> SharedStore {
+        SharedStore(Arc::new(Lazy { path, bridge: Mutex::new(bridge), store: Mutex::new(None) }))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// Opens the file now if it is not open yet: for the daemon, which must fail at start
+    /// (a full disk, a newer schema) rather than at its first poll.
+    pub async fn open(&self) -> Result<(), StoreError> {
+        self.call(|_| Ok(())).await
+    }
+
+    /// Sets the presence bridge (see [`Store::set_presence_bridge`]), now or at the open.
+    pub async fn set_presence_bridge(&self, bridge: Duration) -> Result<(), StoreError> {
+        *self.0.bridge.lock().unwrap_or_else(|e| e.into_inner()) = bridge;
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(store) = inner.store.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                store.set_presence_bridge(bridge);
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))
+    }
+
+    /// Runs `f` with the store off the async threads, opening it first if need be.
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -171,8 +216,16 @@ impl SharedStore {
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves SQLite consistent (transactions roll
             // back on drop), so a poisoned lock is safe to use.
-            let mut store = inner.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut store)
+            let mut slot = inner.store.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                let mut store = Store::open(&inner.path)?;
+                store.set_presence_bridge(*inner.bridge.lock().unwrap_or_else(|e| e.into_inner()));
+                *slot = Some(store);
+            }
+            match slot.as_mut() {
+                Some(store) => f(store),
+                None => Err(StoreError::Task("the database is not open".into())),
+            }
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?

@@ -161,6 +161,8 @@ async fn rendered_unit_passes_systemd_analyze_verify() {
         .unwrap_or_else(|| panic!("no exposure score in:\n{table}"));
     assert!(score <= 1.7, "exposure {score} > 1.7:\n{table}");
     assert!(!s.path().join("xdg-config/systemd").exists(), "--dry-run writes nothing");
+    // Issue 14: building the context opened (and migrated) the database, so a dry run made one.
+    assert!(!s.db_path().exists(), "--dry-run creates no database");
 }
 
 #[test]

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 
 use crate::auth::{Secret, TokenSet};
 use crate::config::{BaseUrl, Config, HumanDuration, Source, TokenStoreKind};
-use crate::daemon::{self, Context, Control, poll};
+use crate::context::Context;
+use crate::daemon::{self, Control, poll};
 use crate::event::TrustedBy;
 use crate::notify::{Desktop, DesktopError};
 use crate::text::terminal;
