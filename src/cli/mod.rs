@@ -6,7 +6,7 @@
 
 mod channels;
 mod check;
-mod demo;
+pub(crate) mod demo;
 mod devices;
 mod doctor;
 #[cfg(feature = "fake")]

@@ -268,19 +268,9 @@ pub enum Fault {
     },
 }
 
-/// Builds a DeviceObject with all documented fields (volume 50, not private, not restricted).
-pub fn device(id: &str, name: &str, kind: &str, active: bool) -> Value {
-    json!({
-        "id": id,
-        "is_active": active,
-        "is_private_session": false,
-        "is_restricted": false,
-        "name": name,
-        "type": kind,
-        "volume_percent": 50,
-        "supports_volume": true,
-    })
-}
+/// Builds a DeviceObject with all documented fields (volume 50, not private, not restricted):
+/// the demo's stand-in builds them, and the fake serves the same.
+pub use crate::cli::demo::stand_in::device;
 
 /// Builds a `/v1/me/player` CurrentlyPlayingContextObject: `device` is playing
 /// `track` by `artist` right now. Track and artist ids are derived from the names,

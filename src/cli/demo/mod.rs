@@ -6,7 +6,7 @@
 //! a device nobody knows appears, then it starts playing. Nothing outside a temp dir is
 //! touched, and the fake listens on loopback only.
 
-mod stand_in;
+pub(crate) mod stand_in;
 
 use std::process::ExitCode;
 use std::time::Duration;
