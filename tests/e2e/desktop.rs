@@ -440,3 +440,27 @@ async fn two_thousand_new_devices_give_one_summary() {
     let log = d.log_text();
     assert_eq!(log.matches("more devices than spotguard reads").count(), 1, "said once:\n{log}");
 }
+
+/// Issue 11 (Spotify Jam): two strangers joining while the owner's trusted laptop plays are
+/// probably Jam guests. Both are still alerted, and the alerts say a Jam may be why.
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_joining_while_a_trusted_device_plays_are_alerted_with_the_jam_hint() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = reviewed_desktop_sandbox().await;
+    let laptop = fake::device("reviewed-0", "Reviewed laptop", "Computer", true);
+    s.spotify.set_devices(vec![
+        laptop.clone(),
+        fake::device("guest-1", "Anna's Pixel", "Smartphone", false),
+        fake::device("guest-2", "Ben's iPad", "Tablet", false),
+    ]);
+    s.spotify.set_playback(Some(fake::playing(laptop, "Song", "Band")));
+    let mut d = start(&s, &bus);
+    let shown = server.wait_for(2, WAIT).await;
+    for n in &shown {
+        assert!(n.body.contains("Hosting a Jam? Guests' devices show up on your account"), "{}", n.body);
+        assert!(n.action_keys().contains(&"sign-out".to_string()), "still an alert with its remedy");
+    }
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+}
