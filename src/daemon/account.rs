@@ -254,6 +254,7 @@ async fn succeeded(
         Some(why) => not_recorded(shared, &account.name, report, why, state).await,
         None if shared.recording.failing.swap(false, Ordering::Relaxed) => {
             tracing::info!("the database takes writes again; recording resumes");
+            shared.recording.told.store(false, Ordering::Relaxed);
             state.shown_unrecorded.clear();
             shared.kick.notify_one();
         }
@@ -352,19 +353,18 @@ async fn tell_if_silent(ctx: &Context, shared: &Shared, account: &Account, state
             }
         }
         Err(e) => {
-            // It cannot be recorded: say it from memory, once.
-            state.told_silent = true;
+            // It cannot be recorded: say it from memory, once it is taken (a hung server gets
+            // another try at the next wake).
             tracing::error!("not watching since {since}: {reason}; and cannot record it: {e}");
-            shared
-                .dispatcher
-                .deliver_now(&account.name, &[crate::event::Event::NotWatching { since, reason }])
-                .await;
+            let notice = [crate::event::Event::NotWatching { since, reason }];
+            state.told_silent = shared.dispatcher.deliver_now(&account.name, &notice).await > 0;
         }
     }
 }
 
 /// A poll whose plan could not be written: its alerts are shown from memory (once each while
-/// the outage lasts), and the "nothing is being recorded" notice once per outage.
+/// the outage lasts), and the "nothing is being recorded" notice once per outage. What the
+/// server did not take (a timeout) is tried again at the next poll.
 async fn not_recorded(
     shared: &Shared,
     account: &str,
@@ -372,20 +372,34 @@ async fn not_recorded(
     why: &str,
     state: &mut LoopState,
 ) {
-    let mut events = Vec::new();
     if !shared.recording.failing.swap(true, Ordering::Relaxed) {
         tracing::error!("the database cannot be written, so nothing is being recorded: {why}");
+    }
+    let mut events = Vec::new();
+    let notice = !shared.recording.told.load(Ordering::Relaxed);
+    if notice {
         events.push(crate::event::Event::NotRecording { reason: why.to_string() });
     }
     if state.shown_unrecorded.len() > MAX_SHOWN_UNRECORDED {
         state.shown_unrecorded.clear();
     }
-    for planned in &report.plan.events {
-        if state.shown_unrecorded.insert(planned.event.describe()) {
-            events.push(planned.event.clone());
-        }
+    events.extend(
+        report
+            .plan
+            .events
+            .iter()
+            .filter(|planned| !state.shown_unrecorded.contains(&planned.event.describe()))
+            .map(|planned| planned.event.clone()),
+    );
+    if events.is_empty() {
+        return;
     }
-    if !events.is_empty() {
-        shared.dispatcher.deliver_now(account, &events).await;
+    let handled = shared.dispatcher.deliver_now(account, &events).await;
+    for (i, event) in events.iter().take(handled).enumerate() {
+        if notice && i == 0 {
+            shared.recording.told.store(true, Ordering::Relaxed);
+        } else {
+            state.shown_unrecorded.insert(event.describe());
+        }
     }
 }

@@ -355,4 +355,6 @@ async fn deliveries(
 #[derive(Debug, Default)]
 struct RecordingState {
     failing: std::sync::atomic::AtomicBool,
+    /// The "cannot record anything" notice was handled for this outage.
+    told: std::sync::atomic::AtomicBool,
 }

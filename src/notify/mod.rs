@@ -87,43 +87,61 @@ impl Dispatcher {
     }
 
     /// Shows `events` of `account` straight from memory, for when they cannot be recorded.
-    /// No buttons that need a record (Trust); stops at the first timeout. Returns how many
-    /// were shown.
+    /// No buttons that need a record (Trust). Each is logged as it is handled; with no
+    /// notification server (or desktop notifications off) that is all. Stops at the first
+    /// server timeout. Returns how many of `events`, from the start, were handled: the rest
+    /// are for a later try.
     pub async fn deliver_now(&self, account: &str, events: &[Event]) -> usize {
         let _round = self.round.lock().await;
-        let Some(desktop) = &self.desktop else { return 0 };
-        let caps = match Desktop::capabilities().await {
-            Ok(caps) => caps,
-            Err(e) => {
-                tracing::warn!("cannot show alerts that could not be recorded: {e}");
-                return 0;
-            }
+        let caps = match &self.desktop {
+            Some(_) => match Desktop::capabilities().await {
+                Ok(caps) => Some(caps),
+                Err(DesktopError::TimedOut(what)) => {
+                    tracing::warn!(
+                        "the notification server did not answer {what}; alerts wait for the next try"
+                    );
+                    return 0;
+                }
+                Err(e) => {
+                    tracing::warn!("alerts that could not be recorded are only logged: {e}");
+                    None
+                }
+            },
+            None => None,
         };
         let now = Utc::now();
-        let mut shown = 0;
-        for event in events {
-            tracing::info!(kind = event.kind(), account = %account, "{}", clean(&event.describe(), 4 * MAX_NAME_CHARS));
-            if event.urgency() == Urgency::Quiet {
-                continue;
-            }
-            let Some(mut alert) = render(event, now, account, self.name_accounts, &caps, &self.sign_out_url)
-            else {
-                continue;
-            };
-            alert.actions.retain(|(key, _)| *key != action::TRUST);
-            let about =
-                Invoked { event_id: 0, account: account.to_string(), device: None, action: String::new() };
-            match desktop.show(&alert, about).await {
-                Ok(()) => shown += 1,
-                Err(e) => {
-                    tracing::warn!("could not show an alert that could not be recorded: {e}");
-                    if matches!(e, DesktopError::TimedOut(_)) {
-                        break;
+        for (handled, event) in events.iter().enumerate() {
+            let shown = match (&self.desktop, &caps) {
+                (Some(desktop), Some(caps)) if event.urgency() != Urgency::Quiet => {
+                    match render(event, now, account, self.name_accounts, caps, &self.sign_out_url) {
+                        Some(mut alert) => {
+                            alert.actions.retain(|(key, _)| *key != action::TRUST);
+                            let about = Invoked {
+                                event_id: 0,
+                                account: account.to_string(),
+                                device: None,
+                                action: String::new(),
+                            };
+                            desktop.show(&alert, about).await
+                        }
+                        None => Ok(()),
                     }
                 }
+                _ => Ok(()),
+            };
+            match shown {
+                Err(DesktopError::TimedOut(what)) => {
+                    tracing::warn!(
+                        "the notification server did not answer {what}; alerts wait for the next try"
+                    );
+                    return handled;
+                }
+                Err(e) => tracing::warn!("could not show an alert that could not be recorded: {e}"),
+                Ok(()) => {}
             }
+            tracing::info!(kind = event.kind(), account = %account, "{}", clean(&event.describe(), 4 * MAX_NAME_CHARS));
         }
-        shown
+        events.len()
     }
 
     /// One batch; returns what it did and how many events it read.

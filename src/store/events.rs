@@ -58,27 +58,32 @@ impl Store {
     /// Events not yet delivered, oldest first. A row that cannot be read is quarantined here
     /// (marked, kept for `history`, logged once) and left out, so it never blocks the rest.
     pub fn undelivered(&mut self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.id, a.name, e.device_id, e.at, e.details, e.attempts
-             FROM events e JOIN accounts a ON a.id = e.account_id
-             WHERE e.delivered_at IS NULL AND e.quarantined_at IS NULL ORDER BY e.id LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([limit as i64], stored_event)?.collect::<Result<Vec<_>, _>>()?;
-        let mut ready = Vec::with_capacity(rows.len());
-        for ev in rows {
-            match &ev.event {
-                Event::Unreadable { reason } => {
+        // Until a batch holds no unreadable row: each round sets some aside for good, so this
+        // ends, and a batch is only short when the outbox is (the dispatcher relies on that).
+        loop {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT e.id, a.name, e.device_id, e.at, e.details, e.attempts
+                 FROM events e JOIN accounts a ON a.id = e.account_id
+                 WHERE e.delivered_at IS NULL AND e.quarantined_at IS NULL ORDER BY e.id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], stored_event)?.collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            let (ready, unreadable): (Vec<_>, Vec<_>) =
+                rows.into_iter().partition(|ev| !matches!(ev.event, Event::Unreadable { .. }));
+            if unreadable.is_empty() {
+                return Ok(ready);
+            }
+            for ev in unreadable {
+                if let Event::Unreadable { reason } = &ev.event {
                     tracing::warn!(event = ev.id, "a stored alert cannot be read and is set aside: {reason}");
-                    exec(
-                        &self.conn,
-                        "UPDATE events SET quarantined_at = ?2 WHERE id = ?1",
-                        params![ev.id, ms(Utc::now())],
-                    )?;
                 }
-                _ => ready.push(ev),
+                exec(
+                    &self.conn,
+                    "UPDATE events SET quarantined_at = ?2 WHERE id = ?1",
+                    params![ev.id, ms(Utc::now())],
+                )?;
             }
         }
-        Ok(ready)
     }
 
     /// How many events wait for delivery (read only: unlike [`Store::undelivered`], nothing

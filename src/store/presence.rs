@@ -10,8 +10,14 @@ impl Store {
     /// trust must outlive any retention window. Returns the rows deleted.
     pub fn prune(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
-        let events =
-            exec(&tx, "DELETE FROM events WHERE at < ?1 AND delivered_at IS NOT NULL", [ms(before)])?;
+        // The newest row is kept whatever its age: ids are max(id) + 1, and the channels'
+        // places in the outbox are ids, so deleting the newest would hand its id (or a lower
+        // one) to the next event, which every channel would then take as already sent.
+        let events = exec(
+            &tx,
+            "DELETE FROM events WHERE at < ?1 AND delivered_at IS NOT NULL AND id < (SELECT max(id) FROM events)",
+            [ms(before)],
+        )?;
         let presence = exec(&tx, "DELETE FROM presence WHERE ended_at < ?1", [ms(before)])?;
         tx.commit()?;
         Ok(events + presence)

@@ -685,3 +685,20 @@ fn the_previous_poll_counts_for_continuity_only_within_the_bridge() {
         "a night is no poll interval"
     );
 }
+
+#[test]
+fn pruning_keeps_the_newest_event_so_ids_never_go_back() {
+    let (_dir, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    let ids = poll(&mut store, a, t(0), vec![dev("1", "Mine")]);
+    let newest = *ids.iter().max().expect("an event");
+    for id in ids {
+        store.mark_delivered(id, t(0)).expect("delivered");
+    }
+    store.prune(t(60)).expect("prune everything older than an hour");
+    let later = poll(&mut store, a, t(120), vec![dev("1", "Mine"), dev("2", "Stranger")]);
+    assert!(
+        later.iter().all(|id| *id > newest),
+        "a channel that sent up to {newest} must not take {later:?} as sent"
+    );
+}
