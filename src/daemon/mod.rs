@@ -75,8 +75,26 @@ pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Resu
     let (invoked_tx, invoked_rx) = mpsc::channel(16);
     let (current, watched) = watch::channel(ctx.clone());
     let actions = tokio::spawn(actions::handle_actions(watched, invoked_rx));
+    // The configuration in force before a reload: if the new one cannot start (a CA file
+    // that cannot be read, a database refusing writes), the old one runs again instead of
+    // the daemon exiting, which systemd's start limit could make for good.
+    let mut previous: Option<Context> = None;
     let result = loop {
-        let mut generation = Generation::start(ctx.clone(), liveness.clone(), invoked_tx.clone()).await?;
+        let mut generation = match Generation::start(ctx.clone(), liveness.clone(), invoked_tx.clone()).await
+        {
+            Ok(g) => g,
+            Err(e) => match previous.take() {
+                Some(old) => {
+                    tracing::error!(
+                        "the changed configuration cannot start; the old one stays in force: {e}"
+                    );
+                    ctx = old;
+                    let _ = current.send(ctx.clone());
+                    continue;
+                }
+                None => return Err(e),
+            },
+        };
         supervisor::ready(&format!(
             "watching {} account(s), polling {}",
             generation.accounts,
@@ -116,7 +134,7 @@ pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Resu
         match next {
             Ok(Some(new)) => {
                 tracing::info!(config = %new.source.path().display(), "configuration reloaded");
-                ctx = new;
+                previous = Some(std::mem::replace(&mut ctx, new));
                 let _ = current.send(ctx.clone());
             }
             Ok(None) => break Ok(()),

@@ -920,3 +920,25 @@ async fn the_heartbeat_pings_after_a_good_round_and_fail_at_once_after_a_failed_
     assert_eq!(rx.requests().len(), 2, "{:?}", rx.requests());
     assert!(!d.log_text().contains("uuid-abc"), "{}", d.log_text());
 }
+
+/// Review of issue 13: a reload whose configuration passed the checks but could not start (a
+/// heartbeat CA file that cannot be read) stopped the daemon, and systemd's start limit could
+/// make that for good. The old configuration now runs on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_cannot_start_keeps_the_old_configuration_running() {
+    let mut s = Sandbox::new().await;
+    s.spotify.set_devices(vec![fake::device("a", "Laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(2, Duration::from_secs(10)).await;
+    s.with_config("[health]\nping_url = \"http://127.0.0.1:9/ping\"\nca_file = \"/nonexistent/ca.pem\"\n");
+    d.signal("HUP");
+    let start = std::time::Instant::now();
+    while !d.log_text().contains("cannot start; the old one stays in force") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 2, Duration::from_secs(10)).await;
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(10)).await.success(), "{}", d.log_text());
+}
