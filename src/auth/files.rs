@@ -21,6 +21,20 @@ pub struct TokenFiles {
 }
 
 impl TokenFiles {
+    /// Runs `f` (a load, save or remove) on the blocking pool: the daemon has one runtime
+    /// thread, and a save fsyncs the file and its directory.
+    pub async fn off_thread<T, F>(&self, f: F) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&TokenFiles) -> Result<T, AuthError> + Send + 'static,
+    {
+        let files = self.clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || f(&files)).await.unwrap_or_else(|e| {
+            Err(AuthError::Io { path: dir, source: std::io::Error::other(e.to_string()) })
+        })
+    }
+
     pub fn new(dir: impl Into<PathBuf>) -> TokenFiles {
         TokenFiles {
             dir: dir.into(),

@@ -195,17 +195,17 @@ impl TokenStore {
 
     pub async fn load(&self, account: &str) -> Result<TokenSet, AuthError> {
         match self {
-            TokenStore::Files(f) => f.load(account),
+            TokenStore::Files(f) => load_file(f, account).await,
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Keyring { keyring: k, .. } => k.load(account).await?.ok_or_else(|| {
                 AuthError::NotLoggedIn { account: account.to_string(), place: "the OS secret store".into() }
             }),
             #[cfg(all(unix, not(target_os = "macos")))]
-            TokenStore::Auto { keyring, files } => match files.load(account) {
+            TokenStore::Auto { keyring, files } => match load_file(files, account).await {
                 Err(AuthError::NotLoggedIn { .. }) => match keyring.load(account).await {
                     Ok(Some(t)) => Ok(t),
                     // No secret store here (headless): the file is where tokens would be.
-                    Ok(None) | Err(keyring::KeyringError::Unavailable(_)) => files.load(account),
+                    Ok(None) | Err(keyring::KeyringError::Unavailable(_)) => load_file(files, account).await,
                     // A locked or failing store may well hold the tokens: say so.
                     Err(e) => Err(e.into()),
                 },
@@ -216,19 +216,19 @@ impl TokenStore {
 
     pub async fn save(&self, account: &str, tokens: &TokenSet) -> Result<(), AuthError> {
         match self {
-            TokenStore::Files(f) => f.save(account, tokens),
+            TokenStore::Files(f) => save_file(f, account, tokens).await,
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Keyring { keyring: k, .. } => Ok(k.save(account, tokens).await?),
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Auto { keyring, files } => match keyring.save(account, tokens).await {
                 Ok(()) => {
                     // One source of truth: an older file copy would shadow nothing but confuse.
-                    files.remove(account)?;
+                    remove_file(files, account).await?;
                     Ok(())
                 }
                 Err(e) => {
                     tracing::debug!("secret store not used, saving to the token file: {e}");
-                    files.save(account, tokens)
+                    save_file(files, account, tokens).await
                 }
             },
         }
@@ -237,7 +237,7 @@ impl TokenStore {
     /// Deletes the account's tokens wherever they are; whether there were any.
     pub async fn remove(&self, account: &str) -> Result<bool, AuthError> {
         match self {
-            TokenStore::Files(f) => f.remove(account),
+            TokenStore::Files(f) => remove_file(f, account).await,
             #[cfg(all(unix, not(target_os = "macos")))]
             TokenStore::Keyring { keyring: k, .. } => Ok(k.remove(account).await?),
             #[cfg(all(unix, not(target_os = "macos")))]
@@ -247,7 +247,7 @@ impl TokenStore {
                     Err(keyring::KeyringError::Unavailable(_)) => false,
                     Err(e) => return Err(e.into()),
                 };
-                Ok(files.remove(account)? || in_keyring)
+                Ok(remove_file(files, account).await? || in_keyring)
             }
         }
     }
@@ -266,6 +266,21 @@ impl TokenStore {
             },
         }
     }
+}
+
+async fn load_file(files: &TokenFiles, account: &str) -> Result<TokenSet, AuthError> {
+    let account = account.to_string();
+    files.off_thread(move |f| f.load(&account)).await
+}
+
+async fn save_file(files: &TokenFiles, account: &str, tokens: &TokenSet) -> Result<(), AuthError> {
+    let (account, tokens) = (account.to_string(), tokens.clone());
+    files.off_thread(move |f| f.save(&account, &tokens)).await
+}
+
+async fn remove_file(files: &TokenFiles, account: &str) -> Result<bool, AuthError> {
+    let account = account.to_string();
+    files.off_thread(move |f| f.remove(&account)).await
 }
 
 #[cfg(test)]
