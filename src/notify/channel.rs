@@ -414,7 +414,18 @@ async fn answer(sent: Result<reqwest::Response, reqwest::Error>, target: &str) -
     if status.is_success() {
         return Ok(());
     }
-    let body = r.text().await.unwrap_or_default();
+    // The URL's path and query are the capability (a webhook's secret path, the ntfy topic),
+    // and receivers echo them in error pages ("Cannot POST /hooks/<secret>"): cut them out.
+    let secret_parts: Vec<String> = [r.url().path(), r.url().query().unwrap_or("")]
+        .into_iter()
+        .flat_map(|p| p.split('/'))
+        .filter(|part| part.len() >= 6)
+        .map(str::to_string)
+        .collect();
+    let mut body = r.text().await.unwrap_or_default();
+    for part in &secret_parts {
+        body = body.replace(part.as_str(), "…");
+    }
     let said = clean(body.trim(), 120);
     Err(if said.is_empty() {
         format!("{target} answered HTTP {}", status.as_u16())
@@ -605,6 +616,25 @@ fn email(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_error_page_that_echoes_the_secret_path_is_told_without_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let body = "Cannot POST /hooks/s3cr3t-path-0123";
+            let reply = format!("HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let _ = sock.write_all(reply.as_bytes()).await;
+        });
+        let sent = reqwest::Client::new().post(format!("http://{addr}/hooks/s3cr3t-path-0123")).send().await;
+        let e = answer(sent, "127.0.0.1").await.expect_err("404");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(e.contains("answered HTTP 404: Cannot POST /hooks/…"), "{e}");
+    }
 
     fn msg() -> Message {
         let links = Links {
