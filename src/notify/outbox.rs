@@ -22,6 +22,14 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(5);
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
 /// After failing this long, the event is given up on this channel.
 pub const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(24);
+/// Whether an alert failing for `failing_for`, after `failed` attempts, is given up.
+fn give_up(failing_for: chrono::Duration, failed: u32) -> bool {
+    failing_for >= GIVE_UP_AFTER && failed >= GIVE_UP_ATTEMPTS
+}
+
+/// ...and at least this many failed attempts: after a laptop slept (or spotguard was stopped)
+/// for a day, the first try on waking, before the network is up, must not be the last.
+pub const GIVE_UP_ATTEMPTS: u32 = 20;
 /// Events read from the store at a time.
 const BATCH: usize = 20;
 
@@ -103,7 +111,7 @@ pub async fn run(
                     Err(why) => {
                         failed += 1;
                         let since = *failing_since.get_or_insert(now);
-                        if now - since >= GIVE_UP_AFTER {
+                        if give_up(now - since, failed) {
                             tracing::error!(
                                 channel = %name,
                                 event = id,
@@ -141,6 +149,14 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alert_is_given_up_after_a_day_and_many_tries_not_at_the_first_try_after_a_long_sleep() {
+        let day = GIVE_UP_AFTER;
+        assert!(!give_up(day * 2, 1), "a laptop that slept two days: the first try on waking");
+        assert!(!give_up(chrono::Duration::hours(23), 200));
+        assert!(give_up(day, GIVE_UP_ATTEMPTS));
+    }
 
     #[test]
     fn retries_double_from_5s_to_a_5_minute_cap() {
