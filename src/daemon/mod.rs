@@ -52,9 +52,7 @@ pub enum DaemonError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Channel(#[from] crate::notify::channel::ChannelError),
-    #[error(
-        "an account's poll loop ended unexpectedly ({0}); exiting so the service manager restarts spotguard"
-    )]
+    #[error("{0} ended unexpectedly; exiting so the service manager restarts spotguard")]
     LoopDied(String),
 }
 
@@ -115,14 +113,13 @@ pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Resu
                         }
                     }
                 },
-                // An account loop only ends when told to: one that ends on its own panicked.
+                // An account loop or a delivery task only ends when told to: one that ends on
+                // its own panicked.
                 Some(ended) = generation.loops.join_next() => {
-                    let why = match ended {
-                        Err(e) if e.is_panic() => "it panicked".to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(()) => "it stopped".to_string(),
-                    };
-                    break Err(DaemonError::LoopDied(why));
+                    break Err(DaemonError::LoopDied(format!("an account's poll loop ({})", why(ended))));
+                }
+                Some(ended) = generation.outlets.join_next() => {
+                    break Err(DaemonError::LoopDied(format!("an alert delivery task ({})", why(ended))));
                 }
             }
         };
@@ -149,6 +146,15 @@ pub async fn run(mut ctx: Context, mut control: mpsc::Receiver<Control>) -> Resu
     result
 }
 
+/// Why a task that should run until told to stop ended.
+fn why(ended: Result<(), tokio::task::JoinError>) -> String {
+    match ended {
+        Err(e) if e.is_panic() => "it panicked".to_string(),
+        Err(e) => e.to_string(),
+        Ok(()) => "it stopped".to_string(),
+    }
+}
+
 /// One configuration's worth of running parts: the account loops (each with its clock), the
 /// housekeeping.
 struct Generation {
@@ -156,9 +162,8 @@ struct Generation {
     stop: watch::Sender<bool>,
     loops: JoinSet<()>,
     housekeeping: tokio::task::JoinHandle<()>,
-    deliveries: tokio::task::JoinHandle<()>,
-    /// One task per `[[channels]]` entry.
-    channels: Vec<tokio::task::JoinHandle<()>>,
+    /// The desktop's delivery task and one task per `[[channels]]` entry.
+    outlets: JoinSet<()>,
 }
 
 impl Generation {
@@ -197,7 +202,10 @@ impl Generation {
         // then slows alerts down, never polls, READY or the watchdog. Its first round
         // delivers what a previous run committed but did not get to show.
         let desktop_kick = Arc::new(tokio::sync::Notify::new());
-        let deliveries = tokio::spawn(deliveries(
+        // Supervised like the account loops: a delivery task that ends on its own (a panic)
+        // ends the generation, rather than leaving alerts silently undelivered.
+        let mut outlets = JoinSet::new();
+        outlets.spawn(deliveries(
             dispatcher.clone(),
             ctx.store.clone(),
             desktop_kick.clone(),
@@ -206,7 +214,6 @@ impl Generation {
         // Each channel delivers on its own, so a channel that is down delays only itself.
         let links = crate::notify::channel::Links::from_config(&ctx.config);
         let mut kicks = vec![desktop_kick];
-        let mut channels = Vec::new();
         let mut clients = crate::notify::channel::Clients::default();
         for channel in crate::notify::channel::build_all(&ctx.config, ctx.source.path(), &mut clients)? {
             tracing::info!(channel = %channel.name, kind = channel.kind, to = %channel.target, "alerts also go to this channel");
@@ -214,13 +221,13 @@ impl Generation {
             kicks.push(kick.clone());
             // Registered before the first poll: a new channel gets this run's alerts.
             let state = crate::notify::outbox::register(&channel, &ctx.store).await?;
-            channels.push(tokio::spawn(crate::notify::outbox::run(
+            outlets.spawn(crate::notify::outbox::run(
                 Arc::new(channel),
                 ctx.store.clone(),
                 kick,
                 links.clone(),
                 state,
-            )));
+            ));
         }
         let kick = Arc::new(Kick(kicks));
         let heartbeat = match &ctx.config.health.ping_url {
@@ -269,7 +276,7 @@ impl Generation {
             let account_loop = account::account_loop(ctx.clone(), shared, account, clock, stop_rx.clone());
             loops.spawn(tracing::Instrument::instrument(account_loop, span));
         }
-        Ok(Generation { accounts: count, stop, loops, housekeeping, deliveries, channels })
+        Ok(Generation { accounts: count, stop, loops, housekeeping, outlets })
     }
 
     /// Stops the loops and lets an in-flight poll finish within [`SHUTDOWN_GRACE`].
@@ -284,10 +291,7 @@ impl Generation {
         }
         self.housekeeping.abort();
         // At-least-once: an alert cut off here is shown again by the next generation.
-        self.deliveries.abort();
-        for c in &self.channels {
-            c.abort();
-        }
+        self.outlets.shutdown().await;
     }
 }
 
