@@ -243,7 +243,17 @@ impl Session {
     async fn retry_save(&self, held: &mut Held) {
         if let (true, Some(t)) = (held.unsaved, &held.tokens) {
             let saved = match self.store.lock(&self.account).await {
-                Ok(_lock) => self.store.save(&self.account, t).await,
+                Ok(_lock) => match self.store.load(&self.account).await {
+                    // A login made since (`spotguard login` while saves failed) is newer than
+                    // these refreshed tokens of the old one: it is adopted, never overwritten.
+                    Ok(stored) if stored.authorized_at > t.authorized_at => {
+                        tracing::info!(account = %self.account, "a newer login is in the store; using it");
+                        held.unsaved = false;
+                        held.tokens = Some(stored);
+                        return;
+                    }
+                    _ => self.store.save(&self.account, t).await,
+                },
                 Err(e) => Err(e),
             };
             match saved {
@@ -514,6 +524,24 @@ mod tests {
         assert_eq!(now.token, login.access_token);
         assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
         assert_eq!(s.files.load("default").expect("load"), login, "the new login is intact");
+    }
+
+    #[tokio::test]
+    async fn unsaved_refreshed_tokens_never_overwrite_a_newer_login() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        s.files.fail_saves.store(true, std::sync::atomic::Ordering::SeqCst);
+        let old = s.session.access().await.expect("refreshed, held in memory");
+        // `spotguard login` (another process: its own handle on the files) saves a new login.
+        let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
+        let login =
+            TokenSet::new_login(Secret::new(access), Some(Secret::new(refresh)), chrono::Duration::hours(1));
+        let dir = s.files.path("default").expect("path").parent().expect("dir").to_path_buf();
+        TokenFiles::new(dir).save("default", &login).expect("save the new login");
+        s.files.fail_saves.store(false, std::sync::atomic::Ordering::SeqCst);
+        let now = s.session.access().await.expect("access");
+        assert_eq!(s.files.load("default").expect("load"), login, "the new login is intact");
+        assert_eq!(now.token, login.access_token);
+        assert_ne!(now.token, old.token);
     }
 
     #[tokio::test]
