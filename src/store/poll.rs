@@ -215,7 +215,13 @@ pub(super) fn refresh_strength(tx: &Transaction<'_>, key: DeviceKey) -> Result<(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let strength = crate::identity::classify(&name, &ids);
-    exec(tx, "UPDATE devices SET strength = ?2 WHERE id = ?1", params![key, strength.as_str()])?;
+    // Written only when it changed: this runs for every seen device at every poll, and an
+    // UPDATE to the same value still dirties the page and goes to the WAL.
+    exec(
+        tx,
+        "UPDATE devices SET strength = ?2 WHERE id = ?1 AND strength IS NOT ?2",
+        params![key, strength.as_str()],
+    )?;
     Ok(())
 }
 
