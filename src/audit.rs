@@ -812,23 +812,17 @@ mod tests {
         );
     }
 
-    /// The look-alikes of issue 11 ("Never fooled"): each was alerted as an ordinary unknown
-    /// "Phone" with a Trust button; only a byte-exact copy was flagged.
-    const LOOK_ALIKES: &[&str] = &[
-        "Phone\u{200b}",
-        "Phone ",
-        "Phone\u{E0041}",
-        "Phone\u{3164}",
-        "Ph\u{43e}ne",
-        "Phone\u{2800}",
-        "Phone\u{FE0F}",
-        "Phone",
-    ];
+    /// The look-alikes of issue 11 ("Never fooled"), the same list the skeleton is tested
+    /// with (each was alerted as an ordinary unknown "Phone" with a Trust button), and the
+    /// byte-exact copy, which was the only one flagged.
+    fn look_alikes() -> impl Iterator<Item = &'static str> {
+        crate::text::tests::LOOK_ALIKES_OF_PHONE.iter().copied().chain(["Phone"])
+    }
 
     #[test]
     fn each_look_alike_online_next_to_the_trusted_phone_is_an_imitation() {
         let k = Known { devices: vec![known(1, &["orig"], "Phone", "Smartphone", true)], ..Known::default() };
-        for name in LOOK_ALIKES {
+        for name in look_alikes() {
             let s =
                 snap(vec![dev(Some("orig"), "Phone", "Smartphone"), dev(Some("copy-1"), name, "Smartphone")]);
             let plan = evaluate(&k, &s, &policy(), t(0));

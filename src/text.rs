@@ -248,7 +248,7 @@ pub fn json_safe(json: String) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -277,7 +277,7 @@ mod tests {
     }
 
     /// The look-alikes of issue 11 ("Never fooled"), each of which passed for a new name.
-    const LOOK_ALIKES_OF_PHONE: &[&str] = &[
+    pub(crate) const LOOK_ALIKES_OF_PHONE: &[&str] = &[
         "Phone\u{200b}",
         "Phone ",
         "Phone\u{E0041}",

@@ -395,30 +395,37 @@ mod tests {
         }
     }
 
+    /// Once the session's refresh (made to hang a moment at the fake by the caller) is in
+    /// flight, kills its refresh token and writes another login to the store (same
+    /// authorisation time, another refresh token, an access token good for `expires_in`).
+    /// Returns that login.
+    async fn replace_during_refresh(s: &Setup, before: &TokenSet, expires_in: chrono::Duration) -> TokenSet {
+        refresh_requests(s, 1).await;
+        s.fake.handle().revoke_refresh_tokens();
+        let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
+        let other = TokenSet {
+            access_token: Secret::new(access),
+            refresh_token: Some(Secret::new(refresh)),
+            expires_at: Utc::now() + expires_in,
+            ..before.clone()
+        };
+        s.files.save("default", &other).expect("save");
+        other
+    }
+
     /// Issue 10: the login was replaced while the refresh was in flight, by a writer that
     /// takes no lock; the refused refresh is followed by one with the stored login.
     #[tokio::test]
     async fn invalid_grant_then_another_stored_refresh_token_is_retried_and_works() {
         let s = setup(chrono::Duration::seconds(-30)).await;
         let before = s.files.load("default").expect("load");
-        // The session's refresh hangs a moment at the fake, long enough to replace the login.
+        // The session's refresh hangs a moment at the fake, long enough to replace the login
+        // with one whose access token is about to expire: it must be refreshed.
         s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
-        let replace = async {
-            refresh_requests(&s, 1).await;
-            // Its refresh token dies, and another login (same authorisation time, another
-            // refresh token, an access token about to expire) is written to the store.
-            s.fake.handle().revoke_refresh_tokens();
-            let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
-            let other = TokenSet {
-                access_token: Secret::new(access),
-                refresh_token: Some(Secret::new(refresh)),
-                expires_at: Utc::now() + chrono::Duration::seconds(30),
-                ..before.clone()
-            };
-            s.files.save("default", &other).expect("save");
-            other
-        };
-        let (access, other) = tokio::join!(s.session.access(), replace);
+        let (access, other) = tokio::join!(
+            s.session.access(),
+            replace_during_refresh(&s, &before, chrono::Duration::seconds(30))
+        );
         let access = access.expect("retried with the stored login");
         let after = s.files.load("default").expect("load");
         assert_eq!(s.fake.handle().token_requests("refresh_token"), 2, "one refused, one retried");
@@ -434,20 +441,8 @@ mod tests {
         let s = setup(chrono::Duration::seconds(-30)).await;
         let before = s.files.load("default").expect("load");
         s.fake.handle().push_token_fault(Fault::Hang { millis: 300 });
-        let replace = async {
-            refresh_requests(&s, 1).await;
-            s.fake.handle().revoke_refresh_tokens();
-            let (access, refresh) = s.fake.handle().issue_tokens(CLIENT);
-            let other = TokenSet {
-                access_token: Secret::new(access),
-                refresh_token: Some(Secret::new(refresh)),
-                expires_at: Utc::now() + chrono::Duration::hours(1),
-                ..before.clone()
-            };
-            s.files.save("default", &other).expect("save");
-            other
-        };
-        let (access, other) = tokio::join!(s.session.access(), replace);
+        let (access, other) =
+            tokio::join!(s.session.access(), replace_during_refresh(&s, &before, chrono::Duration::hours(1)));
         assert_eq!(access.expect("the stored login").token, other.access_token);
         assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
         assert_eq!(s.files.load("default").expect("load"), other, "left as it was");
