@@ -143,10 +143,13 @@ pub async fn poll_once(
     let took = started.elapsed();
     let at = Utc::now();
     let id = account.id;
-    // One blocking call, one transaction: read what is known, evaluate (pure), record.
+    // One transaction: read what is known, evaluate (pure), record. On this thread unless
+    // the database is locked elsewhere: the hand-off to a thread would cost more than it.
     let (seen, rules) = (snapshot.clone(), policy.clone());
     let polled = store
-        .call(move |s| s.poll(id, at, took, recording, |known| audit::evaluate(known, &seen, &rules, at)))
+        .call_quick(move |s| {
+            s.poll(id, at, took, recording, |known| audit::evaluate(known, &seen, &rules, at))
+        })
         .await?;
     Ok(Outcome {
         snapshot,

@@ -116,6 +116,15 @@ fn human_bytes(n: u64) -> String {
 }
 
 impl StoreError {
+    /// Whether another connection holds the lock this call needed (another process writing).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+
     /// Whether this is the file refusing writes (full, read-only, failing), as opposed to a
     /// busy lock or a bad query: reads may still work.
     pub fn is_write_failure(&self) -> bool {
@@ -230,6 +239,31 @@ impl SharedStore {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+
+    /// Runs `f` on this thread when the store is open, no other call holds it and SQLite can
+    /// answer without waiting for a lock; otherwise as [`SharedStore::call`] does, where it
+    /// may wait. For the poll's one short transaction (a few hundred microseconds), which
+    /// costs less than handing it to the blocking pool and back (benches/clock.rs measures
+    /// it). Here a lock held by another process (a command writing) fails at once as busy, and
+    /// `f` runs again on the blocking pool: so `f` must be safe to run again after a busy
+    /// failure, which one transaction (rolled back on error) is.
+    pub async fn call_quick<T, F>(&self, mut f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        if let Ok(mut slot) = self.0.store.try_lock()
+            && let Some(store) = slot.as_mut()
+        {
+            match store.without_waiting(&mut f) {
+                Err(e) if e.is_busy() => {
+                    tracing::debug!("the database is busy; waiting off the async thread")
+                }
+                other => return other,
+            }
+        }
+        self.call(f).await
+    }
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -285,6 +319,17 @@ impl Store {
     /// backoff, the daemon stopped) start a new interval: nobody saw the device meanwhile.
     pub fn set_presence_bridge(&mut self, bridge: Duration) {
         self.bridge = bridge;
+    }
+
+    /// Runs `f` with SQLite's busy wait off: a lock held elsewhere fails at once as busy.
+    fn without_waiting<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let out = f(self);
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        out
     }
 
     /// The file this store writes.

@@ -702,3 +702,49 @@ fn pruning_keeps_the_newest_event_so_ids_never_go_back() {
         "a channel that sent up to {newest} must not take {later:?} as sent"
     );
 }
+
+/// The poll's quick call runs on the calling thread; when another process holds the write
+/// lock it fails nothing: it waits for the lock on the blocking pool and then writes.
+#[tokio::test]
+async fn a_quick_call_runs_here_and_waits_elsewhere_while_another_process_writes() {
+    let (dir, store) = open();
+    let path = store.path().to_path_buf();
+    let shared = SharedStore::new(store);
+    let here = std::thread::current().id();
+    let ran_on = shared.call_quick(|_| Ok(std::thread::current().id())).await.expect("quick call");
+    assert_eq!(ran_on, here, "an uncontended call stays on this thread");
+
+    // Another process (a command) writing: it holds the write lock.
+    let other = Connection::open(&path).expect("second connection");
+    other.execute_batch("BEGIN IMMEDIATE").expect("the other writer locks");
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let call = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            shared
+                .call_quick(move |s| {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    s.conn.execute("INSERT INTO accounts (name, created_at) VALUES ('later', 1)", [])?;
+                    Ok(std::thread::current().id())
+                })
+                .await
+        }
+    });
+    // Let the call try on this thread and move to the blocking pool, then let the writer go.
+    while attempts.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    other.execute_batch("COMMIT").expect("the other writer finishes");
+    let ran_on = call.await.expect("task").expect("the write waits and then succeeds");
+    assert_ne!(ran_on, here, "a locked database is waited for off the async thread");
+    assert!(attempts.load(std::sync::atomic::Ordering::SeqCst) >= 2, "tried here first, then again");
+    let n: i64 = shared
+        .call(|s| {
+            Ok(s.conn.query_row("SELECT count(*) FROM accounts WHERE name = 'later'", [], |r| r.get(0))?)
+        })
+        .await
+        .expect("count");
+    assert_eq!(n, 1, "written once");
+    drop(dir);
+}
