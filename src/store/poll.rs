@@ -146,12 +146,22 @@ pub(super) fn record_poll_tx(
             }
         };
         if let Some(id) = &d.id {
-            exec(tx,
-                "INSERT INTO device_ids (account_id, spotify_id, device_id, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?4)
-                 ON CONFLICT(account_id, spotify_id) DO UPDATE SET device_id = excluded.device_id, last_seen = excluded.last_seen",
+            // The usual case, the same id on the same record, moves only `last_seen`: setting
+            // `device_id` too, even to its value, rewrites its index entry and one more page
+            // goes to the WAL at every poll.
+            let same = exec(
+                tx,
+                "UPDATE device_ids SET last_seen = ?4 WHERE account_id = ?1 AND spotify_id = ?2 AND device_id = ?3",
                 params![account, id, key, now_ms],
             )?;
+            if same == 0 {
+                exec(tx,
+                    "INSERT INTO device_ids (account_id, spotify_id, device_id, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT(account_id, spotify_id) DO UPDATE SET device_id = excluded.device_id, last_seen = excluded.last_seen",
+                    params![account, id, key, now_ms],
+                )?;
+            }
             // An id that rotates every poll must not add a row every poll: the newest
             // MAX_ALIASES stay. Only a new alias can push one out, so only then is it checked.
             if seen.new_alias.is_some() {

@@ -90,6 +90,30 @@ fn presence_extends_instead_of_growing_with_polls() {
     assert_eq!((start, end), (ms(t(0)), ms(t(49))));
 }
 
+/// An idle poll (the same device under the same id) writes only the pages whose rows change:
+/// the account's last poll, the device's and its id's last sighting, and its presence interval
+/// with that interval's index entry. Each page is a WAL frame at every poll, so a sixth (the
+/// id's index, rewritten when the id's record was set again to the same value) is a cost.
+#[test]
+fn an_idle_poll_writes_five_pages() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    poll(&mut store, a, t(1), vec![dev("x", "Phone")]);
+    let _: (i64, i64, i64) = store
+        .conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("checkpoint");
+    poll(&mut store, a, t(2), vec![dev("x", "Phone")]);
+    let mut wal = store.path().as_os_str().to_owned();
+    wal.push("-wal");
+    let size = std::fs::metadata(&wal).expect("wal").len();
+    let page: u64 = store.conn.pragma_query_value(None, "page_size", |r| r.get(0)).expect("page size");
+    // The WAL's 32-byte header, then one 24-byte frame header and one page per written page.
+    assert_eq!((size - 32) / (page + 24), 5, "pages written by an idle poll");
+    assert_eq!(count(&store, "presence"), 1);
+}
+
 #[test]
 fn a_gap_starts_a_new_interval_and_failures_change_nothing() {
     let (_d, mut store) = open();
