@@ -14,6 +14,10 @@
 //!   - CPU per idle poll (on-CPU time of all threads over the window / polls), at 60 s and at
 //!     1 s. Target: at most 0.3 ms. CPU-seconds per day at 60 s.
 //!   - idle resident memory (VmRSS). Target: at most 12 MiB.
+//!   - beside each, the floor: this executable run again as the least a poller can do (a
+//!     bare sleep loop; plus one blocking HTTP GET over a new TCP connection and its JSON;
+//!     plus one SQLite commit), measured the same way over the same window. No target: it
+//!     says what this machine charges for any wake-up and request, whatever the program.
 //! - **tls** (`every = "3s"`, 20 polls each, needs `--features test-ca`): the fake behind a TLS
 //!   front with a throwaway CA; CPU per poll with the connection kept alive, with the server
 //!   closing idle connections and resuming sessions (TLS 1.3 tickets), and with every
@@ -64,6 +68,9 @@ impl Report {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var(REFERENCE_ENV) {
+        reference_client(&spec);
+    }
     let part = std::env::var("SPOTGUARD_BENCH").unwrap_or_else(|_| "all".into());
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -259,16 +266,19 @@ async fn cpu_per_poll(pid: u32, spotify: &fake::FakeHandle, n: usize) -> (f64, f
 async fn idle(report: &mut Report) {
     let (bus, _server, fake) = stage().await;
     let spotify = fake.handle();
+    let daemon = || polls_of(&spotify, "bench-token-default");
 
-    // At 60 s: the first poll (and its first-look summary) out of the way, then 5 minutes.
+    // At 60 s: the first poll (and its first-look summary) out of the way, then 5 minutes,
+    // with the reference pollers (see [`Reference`]) running beside it over the same window.
     let d = start(&fake, &bus.address, "60s", &["default".to_string()]);
     let pid = d.child.id();
-    wait_polls(&spotify, 1, Duration::from_secs(30)).await;
+    wait_until(|| daemon() >= 1, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let minutes = std::env::var("SPOTGUARD_BENCH_MINUTES").ok().and_then(|m| m.parse().ok()).unwrap_or(5u64);
-    let polls0 = spotify.request_count(DEVICES);
+    let references = Reference::start_all(&fake, Duration::from_secs(60)).await;
+    let polls0 = daemon();
     let (wakeups, cpu_ns, switches) = watch_idle(pid, Duration::from_secs(60 * minutes)).await;
-    let polls = (spotify.request_count(DEVICES) - polls0).max(1) as f64;
+    let polls = (daemon() - polls0).max(1) as f64;
     let rss = rss_mib(pid);
     drop(d);
     println!(
@@ -279,16 +289,180 @@ async fn idle(report: &mut Report) {
     report.target("CPU per idle poll at 60s", cpu_ns as f64 / polls / 1e6, "ms", 0.3);
     report.info("CPU-seconds per day at 60s", cpu_ns as f64 / 1e9 / (minutes as f64 * 60.0) * 86_400.0, "s");
     report.target("idle resident memory (VmRSS)", rss, "MiB", 12.0);
+    for r in &references {
+        report.info(&format!("floor at 60s: {}", r.label()), r.cpu_per_round(&spotify), "ms");
+    }
+    drop(references);
 
-    // At 1 s: CPU per poll when polls dominate.
+    // At 1 s: CPU per poll when polls dominate, with the references beside it again.
     let d = start(&fake, &bus.address, "1s", &["default".to_string()]);
     let pid = d.child.id();
-    let base = spotify.request_count(DEVICES);
-    wait_polls(&spotify, base + 3, Duration::from_secs(30)).await;
-    let (cpu_ms, polls) = cpu_per_poll(pid, &spotify, 60).await;
+    let base = daemon();
+    wait_until(|| daemon() >= base + 3, Duration::from_secs(30)).await;
+    let references = Reference::start_all(&fake, Duration::from_secs(1)).await;
+    let (polls0, (cpu0, _)) = (daemon(), schedstat(pid));
+    wait_until(|| daemon() >= polls0 + 60, Duration::from_secs(120)).await;
+    let (cpu1, _) = schedstat(pid);
+    let polls = (daemon() - polls0) as f64;
     drop(d);
     println!("spotguard clock benchmark, idle: every 1s, {polls} polls");
-    report.target("CPU per idle poll at 1s", cpu_ms, "ms", 0.3);
+    report.target("CPU per idle poll at 1s", (cpu1 - cpu0) as f64 / polls / 1e6, "ms", 0.3);
+    for r in &references {
+        report.info(&format!("floor at 1s: {}", r.label()), r.cpu_per_round(&spotify), "ms");
+    }
+}
+
+/// How many device lists `token` asked for (its last 1,000).
+fn polls_of(spotify: &fake::FakeHandle, token: &str) -> usize {
+    spotify.polls_by_token().get(token).map_or(0, Vec::len)
+}
+
+async fn wait_until(done: impl Fn() -> bool, limit: Duration) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "the daemon stopped polling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The environment variable that turns this executable into a reference poller.
+const REFERENCE_ENV: &str = "SPOTGUARD_BENCH_REFERENCE";
+
+/// What the least a poller can do costs on this machine, measured from /proc exactly as the
+/// daemon is: this executable run again as a bare loop with no async runtime, no TLS-capable
+/// client, no logging. Its figure is the floor under the daemon's CPU per poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Floor {
+    /// Sleeps an interval, and nothing else.
+    Wake,
+    /// Also one blocking HTTP/1.1 GET of the device list over a new loopback TCP
+    /// connection, with the JSON parsed.
+    Get,
+    /// Also one SQLite commit (one row updated) in a WAL database, as a poll records.
+    GetRecord,
+}
+
+impl Floor {
+    const ALL: [Floor; 3] = [Floor::Wake, Floor::Get, Floor::GetRecord];
+
+    fn name(self) -> &'static str {
+        match self {
+            Floor::Wake => "wake",
+            Floor::Get => "get",
+            Floor::GetRecord => "get-record",
+        }
+    }
+}
+
+/// A running reference poller.
+struct Reference {
+    floor: Floor,
+    child: Child,
+    token: String,
+    cpu0: u64,
+    runs0: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Reference {
+    async fn start_all(fake: &FakeSpotify, interval: Duration) -> Vec<Reference> {
+        let mut all = Vec::new();
+        for floor in Floor::ALL {
+            all.push(Reference::start(fake, floor, interval).await);
+        }
+        all
+    }
+
+    async fn start(fake: &FakeSpotify, floor: Floor, interval: Duration) -> Reference {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = format!("reference-{}-{}", floor.name(), interval.as_millis());
+        fake.handle().add_token(&token);
+        let spec = format!(
+            "{} {} {} {} {}",
+            floor.name(),
+            interval.as_millis(),
+            fake.addr(),
+            token,
+            dir.path().join("reference.db").display()
+        );
+        let child = Command::new(std::env::current_exe().expect("this executable"))
+            .env(REFERENCE_ENV, spec)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("reference poller starts");
+        // Its set-up (the SQLite file) is not a round: start counting at its first sleep.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (cpu0, runs0) = schedstat(child.id());
+        Reference { floor, child, token, cpu0, runs0, _dir: dir }
+    }
+
+    fn label(&self) -> &'static str {
+        match self.floor {
+            Floor::Wake => "wake only",
+            Floor::Get => "+ GET (new TCP), JSON",
+            Floor::GetRecord => "+ GET, JSON, SQLite commit",
+        }
+    }
+
+    /// CPU per round (ms) since start: rounds are its device-list requests, or, for a bare
+    /// wake, the times it was scheduled (one per round: it has one thread and does nothing).
+    fn cpu_per_round(&self, spotify: &fake::FakeHandle) -> f64 {
+        let (cpu, runs) = schedstat(self.child.id());
+        let rounds = match self.floor {
+            Floor::Wake => runs - self.runs0,
+            Floor::Get | Floor::GetRecord => polls_of(spotify, &self.token) as u64,
+        };
+        (cpu - self.cpu0) as f64 / rounds.max(1) as f64 / 1e6
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reference poller's loop (see [`Floor`]); `spec` is "MODE INTERVAL_MS ADDR TOKEN DB".
+fn reference_client(spec: &str) -> ! {
+    use std::io::{Read, Write};
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let [mode, interval, addr, token, db] = parts[..] else { panic!("bad reference spec {spec}") };
+    let interval = Duration::from_millis(interval.parse().expect("interval"));
+    let conn = (mode == Floor::GetRecord.name()).then(|| {
+        let conn = rusqlite::Connection::open(db).expect("reference db");
+        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).expect("wal");
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; CREATE TABLE polls (id INTEGER PRIMARY KEY, at INTEGER, devices INTEGER);
+             INSERT INTO polls VALUES (1, 0, 0);",
+        )
+        .expect("schema");
+        conn
+    });
+    let request = format!(
+        "GET /v1/me/player/devices HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    loop {
+        #[allow(clippy::disallowed_methods)] // sleeping between rounds is what it measures
+        std::thread::sleep(interval);
+        if mode == Floor::Wake.name() {
+            continue;
+        }
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.write_all(request.as_bytes()).expect("request");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("answer");
+        let body = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(&answer[..], |i| &answer[i + 4..]);
+        let devices: serde_json::Value = serde_json::from_slice(body).expect("json");
+        let n = devices["devices"].as_array().map_or(0, Vec::len) as i64;
+        if let Some(conn) = &conn {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time");
+            conn.prepare_cached("UPDATE polls SET at = ?1, devices = ?2 WHERE id = 1")
+                .and_then(|mut s| s.execute([now.as_millis() as i64, n]))
+                .expect("record");
+        }
+    }
 }
 
 async fn accounts(report: &mut Report, n: usize, window: Duration) {
