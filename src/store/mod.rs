@@ -10,7 +10,10 @@
 //! `spotguard devices` never block the daemon), a busy timeout and foreign keys, and runs the
 //! numbered migrations embedded below in one transaction, keyed on `PRAGMA user_version`.
 //! One poll is one transaction ([`Store::poll`]): what is known is read, the pure rules
-//! plan, and devices, ids, presence and events land together or not at all. rusqlite blocks; the daemon calls in from `spawn_blocking`.
+//! plan, and devices, ids, presence and events land together or not at all. rusqlite
+//! blocks; the daemon calls in from `spawn_blocking`, except for the poll's transaction, which
+//! runs on the async thread unless another process holds the lock
+//! ([`SharedStore::call_quick`]).
 //! Storage grows with devices and events, never with the number of polls: a device keeps its
 //! [`MAX_ALIASES`] newest Spotify ids, and at most `audit::MAX_RENAMES_PER_DAY` rename events
 //! a day (names themselves are bounded where they are read, `spotify::model`).
@@ -160,8 +163,9 @@ pub struct Store {
 /// The presence bridge until the daemon sets one from its schedule.
 pub const DEFAULT_PRESENCE_BRIDGE: Duration = Duration::from_secs(10 * 60);
 
-/// The store shared by the daemon's tasks and the commands. rusqlite blocks, so every call
-/// runs on the blocking pool; the mutex serialises them (one connection, short
+/// The store shared by the daemon's tasks and the commands. rusqlite blocks, so calls run on
+/// the blocking pool (the poll's short transaction runs here when nothing makes it wait: see
+/// [`SharedStore::call_quick`]); the mutex serialises them (one connection, short
 /// transactions). A store made with [`SharedStore::lazy`] opens (and migrates) the file at its
 /// first call, on that blocking thread: a command that never touches the database (`service
 /// install --dry-run`, `completions`) creates none, and no migration or busy retry runs on
