@@ -181,6 +181,17 @@ impl TokenStore {
         }
     }
 
+    /// The token files of this store: the tokens themselves, or only their locks (keyring).
+    pub fn files(&self) -> &TokenFiles {
+        match self {
+            TokenStore::Files(files) => files,
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Keyring { locks, .. } => locks,
+            #[cfg(all(unix, not(target_os = "macos")))]
+            TokenStore::Auto { files, .. } => files,
+        }
+    }
+
     /// Takes `account`'s token lock, waiting at most [`lock::LOCK_WAIT`] for another process.
     /// Hold it across load, refresh and save; a login or logout holds it to write.
     pub async fn lock(&self, account: &str) -> Result<TokenLock, AuthError> {

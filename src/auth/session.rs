@@ -15,6 +15,8 @@
 //! session look at the store once more: a writer that takes no lock (an older spotguard, a
 //! token put in place by hand) may have put another login there, which is then used.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -114,6 +116,13 @@ struct Held {
     unsaved: bool,
 }
 
+/// Refreshed tokens whose save failed, by the account's token file: they outlive the session
+/// that refreshed them, so the sessions a reload builds (SIGHUP) take them up instead of the
+/// spent refresh token in the store. In this process's memory only, as a session's are; the
+/// entry goes when a save works or the store turns out to hold another login.
+static UNSAVED: std::sync::LazyLock<std::sync::Mutex<HashMap<PathBuf, TokenSet>>> =
+    std::sync::LazyLock::new(Default::default);
+
 impl Session {
     pub fn new(account: &str, store: TokenStore, oauth: Option<OAuth>) -> Session {
         Session { account: account.to_string(), store, oauth, held: Mutex::new(Held::default()) }
@@ -136,7 +145,7 @@ impl Session {
             return Ok(Access::of(t));
         }
         // First use, or time to refresh: the store may hold a newer login.
-        let tokens = self.current(&held).await?;
+        let tokens = self.current(&mut held).await?;
         if !expiring(&tokens) {
             return Ok(hold(&mut held, tokens));
         }
@@ -162,7 +171,7 @@ impl Session {
     pub async fn after_unauthorized(&self, rejected: &Secret) -> Result<Access, SessionError> {
         let mut held = self.held.lock().await;
         self.retry_save(&mut held).await;
-        let tokens = self.current(&held).await?;
+        let tokens = self.current(&mut held).await?;
         if &tokens.access_token != rejected {
             return Ok(hold(&mut held, tokens));
         }
@@ -170,8 +179,14 @@ impl Session {
     }
 
     /// The token set to start from: the store's, unless it holds a spent token because the
-    /// last save failed.
-    async fn current(&self, held: &Held) -> Result<TokenSet, AuthError> {
+    /// last save failed (in this session, or in one before a reload).
+    async fn current(&self, held: &mut Held) -> Result<TokenSet, AuthError> {
+        if !held.unsaved
+            && let Some(t) = self.unsaved()
+        {
+            held.tokens = Some(t);
+            held.unsaved = true;
+        }
         match (&held.tokens, held.unsaved) {
             (Some(t), true) => Ok(t.clone()),
             _ => self.store.load(&self.account).await,
@@ -207,6 +222,7 @@ impl Session {
         };
         tracing::info!(account = %self.account, "the refresh token was refused, but the store holds another login; using it");
         held.unsaved = false;
+        self.set_unsaved(None);
         if usable(&again, rejected) {
             return Ok(hold(held, again));
         }
@@ -226,8 +242,12 @@ impl Session {
     /// Saves freshly refreshed tokens (the old refresh token is already spent) and holds them.
     async fn keep(&self, next: TokenSet, held: &mut Held) -> Access {
         held.unsaved = match self.store.save(&self.account, &next).await {
-            Ok(()) => false,
+            Ok(()) => {
+                self.set_unsaved(None);
+                false
+            }
             Err(e) => {
+                self.set_unsaved(Some(&next));
                 tracing::error!(
                     account = %self.account,
                     "the refreshed tokens could not be saved ({e}); they are kept in memory and saved again at the next poll"
@@ -242,6 +262,13 @@ impl Session {
     /// Saves tokens whose save failed before, under the token lock.
     async fn retry_save(&self, held: &mut Held) {
         if let (true, Some(t)) = (held.unsaved, &held.tokens) {
+            if self.unsaved().as_ref() != Some(t) {
+                // Another session of this process (after a reload) saved them or went on
+                // from them: the store is the place to read again.
+                held.unsaved = false;
+                held.tokens = None;
+                return;
+            }
             let saved = match self.store.lock(&self.account).await {
                 Ok(_lock) => match self.store.load(&self.account).await {
                     // A login made since (`spotguard login` while saves failed) is newer than
@@ -249,6 +276,7 @@ impl Session {
                     Ok(stored) if stored.authorized_at > t.authorized_at => {
                         tracing::info!(account = %self.account, "a newer login is in the store; using it");
                         held.unsaved = false;
+                        self.set_unsaved(None);
                         held.tokens = Some(stored);
                         return;
                     }
@@ -259,11 +287,30 @@ impl Session {
             match saved {
                 Ok(()) => {
                     held.unsaved = false;
+                    self.set_unsaved(None);
                     tracing::info!(account = %self.account, "the refreshed tokens are saved now");
                 }
                 Err(e) => tracing::debug!(account = %self.account, "saving the tokens failed again: {e}"),
             }
         }
+    }
+}
+
+impl Session {
+    /// This account's refreshed tokens that no save has taken yet, if any ([`UNSAVED`]).
+    fn unsaved(&self) -> Option<TokenSet> {
+        let key = self.store.files().path(&self.account).ok()?;
+        UNSAVED.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+    }
+
+    /// Records (`Some`) or clears (`None`) this account's unsaved tokens.
+    fn set_unsaved(&self, tokens: Option<&TokenSet>) {
+        let Ok(key) = self.store.files().path(&self.account) else { return };
+        let mut unsaved = UNSAVED.lock().unwrap_or_else(|e| e.into_inner());
+        match tokens {
+            Some(t) => unsaved.insert(key, t.clone()),
+            None => unsaved.remove(&key),
+        };
     }
 }
 
@@ -537,6 +584,25 @@ mod tests {
         assert_eq!(s.files.load("default").expect("load"), login, "the new login is intact");
         assert_eq!(now.token, login.access_token);
         assert_ne!(now.token, old.token);
+    }
+
+    /// A reload (SIGHUP) builds new sessions: refreshed tokens that could not be saved pass
+    /// to them, so the spent refresh token in the store is never used again.
+    #[tokio::test]
+    async fn refreshed_tokens_that_cannot_be_saved_outlive_their_session() {
+        let s = setup(chrono::Duration::seconds(30)).await;
+        s.files.fail_saves.store(true, std::sync::atomic::Ordering::SeqCst);
+        let first = s.session.access().await.expect("refreshed, held in memory");
+        let reloaded = s.another_session();
+        let again = reloaded.access().await.expect("the unsaved tokens, not the spent ones");
+        assert_eq!(again.token, first.token);
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1, "the spent refresh token is not used");
+        s.files.fail_saves.store(false, std::sync::atomic::Ordering::SeqCst);
+        reloaded.access().await.expect("saved now");
+        assert_eq!(s.files.load("default").expect("load").access_token, first.token);
+        // Saved: the old session goes back to the store instead of saving its copy again.
+        s.session.access().await.expect("the old session still works");
+        assert_eq!(s.fake.handle().token_requests("refresh_token"), 1);
     }
 
     #[tokio::test]
