@@ -236,7 +236,12 @@ impl SharedStore {
                 *slot = Some(store);
             }
             match slot.as_mut() {
-                Some(store) => f(store),
+                Some(store) => {
+                    // Here waiting for another process's lock is fine (and wanted), even if
+                    // a quick call on the async thread panicked with the wait turned off.
+                    store.conn.busy_timeout(BUSY_TIMEOUT)?;
+                    f(store)
+                }
                 None => Err(StoreError::Task("the database is not open".into())),
             }
         })
