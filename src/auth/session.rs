@@ -262,7 +262,7 @@ impl Session {
     /// Saves tokens whose save failed before, under the token lock.
     async fn retry_save(&self, held: &mut Held) {
         if let (true, Some(t)) = (held.unsaved, &held.tokens) {
-            if self.unsaved().as_ref() != Some(t) {
+            if self.unsaved_key().is_some() && self.unsaved().as_ref() != Some(t) {
                 // Another session of this process (after a reload) saved them or went on
                 // from them: the store is the place to read again.
                 held.unsaved = false;
@@ -297,15 +297,20 @@ impl Session {
 }
 
 impl Session {
+    /// Where this account's unsaved tokens are kept in [`UNSAVED`]: its token file.
+    fn unsaved_key(&self) -> Option<PathBuf> {
+        self.store.files().path(&self.account).ok()
+    }
+
     /// This account's refreshed tokens that no save has taken yet, if any ([`UNSAVED`]).
     fn unsaved(&self) -> Option<TokenSet> {
-        let key = self.store.files().path(&self.account).ok()?;
+        let key = self.unsaved_key()?;
         UNSAVED.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
     }
 
     /// Records (`Some`) or clears (`None`) this account's unsaved tokens.
     fn set_unsaved(&self, tokens: Option<&TokenSet>) {
-        let Ok(key) = self.store.files().path(&self.account) else { return };
+        let Some(key) = self.unsaved_key() else { return };
         let mut unsaved = UNSAVED.lock().unwrap_or_else(|e| e.into_inner());
         match tokens {
             Some(t) => unsaved.insert(key, t.clone()),
