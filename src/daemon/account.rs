@@ -104,6 +104,8 @@ struct LoopState {
     /// Alerts shown from memory while the database cannot be written, so that one intruder
     /// is shown once, not at every poll (nothing records that it was alerted).
     shown_unrecorded: std::collections::HashSet<String>,
+    /// ... and pushed to the channels (each tries a few times on its own, once).
+    pushed_unrecorded: std::collections::HashSet<String>,
 }
 
 /// Shown-from-memory alerts remembered at most; past it the memory starts again.
@@ -255,10 +257,15 @@ async fn succeeded(
         None if shared.recording.failing.swap(false, Ordering::Relaxed) => {
             tracing::info!("the database takes writes again; recording resumes");
             shared.recording.told.store(false, Ordering::Relaxed);
+            shared.recording.pushed.store(false, Ordering::Relaxed);
             state.shown_unrecorded.clear();
+            state.pushed_unrecorded.clear();
             shared.kick.notify_one();
         }
-        None => state.shown_unrecorded.clear(),
+        None => {
+            state.shown_unrecorded.clear();
+            state.pushed_unrecorded.clear();
+        }
     }
     supervisor::status(&status_line(&account.name, report));
     let (id, access) = (account.id, report.access.clone());
@@ -375,13 +382,33 @@ async fn not_recorded(
     if !shared.recording.failing.swap(true, Ordering::Relaxed) {
         tracing::error!("the database cannot be written, so nothing is being recorded: {why}");
     }
+    if state.shown_unrecorded.len() > MAX_SHOWN_UNRECORDED {
+        state.shown_unrecorded.clear();
+    }
+    if state.pushed_unrecorded.len() > MAX_SHOWN_UNRECORDED {
+        state.pushed_unrecorded.clear();
+    }
+    // The channels first: their tasks run on their own, so a hung desktop server cannot
+    // keep the phone from hearing of an intruder.
+    if !shared.channels.is_empty() {
+        let mut push = Vec::new();
+        if !shared.recording.pushed.swap(true, Ordering::Relaxed) {
+            push.push(crate::event::Event::NotRecording { reason: why.to_string() });
+        }
+        push.extend(
+            report
+                .plan
+                .events
+                .iter()
+                .filter(|planned| state.pushed_unrecorded.insert(planned.event.describe()))
+                .map(|planned| planned.event.clone()),
+        );
+        crate::notify::outbox::push_unrecorded(&shared.channels, &shared.links, account, &push);
+    }
     let mut events = Vec::new();
     let notice = !shared.recording.told.load(Ordering::Relaxed);
     if notice {
         events.push(crate::event::Event::NotRecording { reason: why.to_string() });
-    }
-    if state.shown_unrecorded.len() > MAX_SHOWN_UNRECORDED {
-        state.shown_unrecorded.clear();
     }
     events.extend(
         report

@@ -215,21 +215,19 @@ impl Generation {
         let links = crate::notify::channel::Links::from_config(&ctx.config);
         let mut kicks = vec![desktop_kick];
         let mut clients = crate::notify::channel::Clients::default();
+        let mut channels = Vec::new();
         for channel in crate::notify::channel::build_all(&ctx.config, ctx.source.path(), &mut clients)? {
             tracing::info!(channel = %channel.name, kind = channel.kind, to = %channel.target, "alerts also go to this channel");
             let kick = Arc::new(tokio::sync::Notify::new());
             kicks.push(kick.clone());
             // Registered before the first poll: a new channel gets this run's alerts.
             let state = crate::notify::outbox::register(&channel, &ctx.store).await?;
-            outlets.spawn(crate::notify::outbox::run(
-                Arc::new(channel),
-                ctx.store.clone(),
-                kick,
-                links.clone(),
-                state,
-            ));
+            let channel = Arc::new(channel);
+            channels.push(channel.clone());
+            outlets.spawn(crate::notify::outbox::run(channel, ctx.store.clone(), kick, links.clone(), state));
         }
         let kick = Arc::new(Kick(kicks));
+        let channels: Arc<[Arc<crate::notify::channel::Channel>]> = channels.into();
         let heartbeat = match &ctx.config.health.ping_url {
             Some(url) => {
                 let ca = match &ctx.config.health.ca_file {
@@ -270,6 +268,8 @@ impl Generation {
                 recording: recording.clone(),
                 kick: kick.clone(),
                 heartbeat: heartbeat.clone(),
+                channels: channels.clone(),
+                links: links.clone(),
             };
             // Everything the loop logs carries the account once, from this span.
             let span = tracing::info_span!("account", account = %account.name);
@@ -321,6 +321,9 @@ struct Shared {
     kick: Arc<Kick>,
     /// The heartbeat, if `health.ping_url` is set.
     heartbeat: Option<Arc<crate::notify::heartbeat::Heartbeat>>,
+    /// The `[[channels]]`, for alerts pushed from memory when they cannot be recorded.
+    channels: Arc<[Arc<crate::notify::channel::Channel>]>,
+    links: crate::notify::channel::Links,
 }
 
 /// Wakes every delivery task (the desktop's and each channel's) at once.
@@ -379,4 +382,6 @@ struct RecordingState {
     failing: std::sync::atomic::AtomicBool,
     /// The "cannot record anything" notice was handled for this outage.
     told: std::sync::atomic::AtomicBool,
+    /// ... and pushed to the channels.
+    pushed: std::sync::atomic::AtomicBool,
 }

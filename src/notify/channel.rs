@@ -36,7 +36,9 @@ const DISCORD_MAX: usize = 1900;
 /// What an event says on any channel: plain text, plus the structured parts webhooks carry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    pub id: i64,
+    /// The event's id in `history`; `None` for an alert that could not be recorded (a full
+    /// disk), sent once from memory.
+    pub id: Option<i64>,
     /// As `history --json` names it, or `test`.
     pub kind: &'static str,
     pub imitation: bool,
@@ -100,7 +102,7 @@ impl Message {
             _ => (None, None, false),
         };
         Some(Message {
-            id: ev.id,
+            id: Some(ev.id),
             kind: ev.event.kind(),
             imitation,
             urgency: alert.urgency,
@@ -115,10 +117,24 @@ impl Message {
         })
     }
 
+    /// The message for an event of `account` that could not be recorded (no id, no
+    /// device record to take a Spotify id from); `None` for what is only logged.
+    pub fn unrecorded(account: &str, event: &Event, links: &Links) -> Option<Message> {
+        let ev = StoredEvent {
+            id: 0,
+            account: account.to_string(),
+            device: None,
+            at: Utc::now(),
+            event: event.clone(),
+            attempts: 0,
+        };
+        Message::from_event(&ev, None, links).map(|m| Message { id: None, ..m })
+    }
+
     /// What `spotguard channels test` and `doctor --notify` send.
     pub fn test(links: &Links) -> Message {
         Message {
-            id: 0,
+            id: Some(0),
             kind: "test",
             imitation: false,
             urgency: Urgency::Normal,
@@ -499,7 +515,7 @@ pub fn ntfy_body(topic: &str, msg: &Message) -> serde_json::Value {
 #[derive(Debug, Serialize)]
 pub struct WebhookBody<'a> {
     pub version: u32,
-    pub id: i64,
+    pub id: Option<i64>,
     pub kind: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub imitation: bool,

@@ -541,6 +541,58 @@ async fn a_full_disk_still_shows_the_intruder_and_says_nothing_is_recorded() {
     drop(disk);
 }
 
+/// A full disk: the phone hears of the intruder too. What cannot be recorded is pushed to the
+/// channels from memory (no id: it is in no history), once each, with the "cannot record"
+/// notice, and a channel that is down for it gets a few tries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_still_pushes_the_intruder_to_the_channels_once() {
+    if !can_mount() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    rx.answer("/down-once", Answer::Status(503));
+    let mut s = Sandbox::new().await;
+    let disk = SmallDisk::mount(&s);
+    let base = &rx.base;
+    s.with_config(&format!(
+        "[[channels]]\ntype = \"webhook\"\nname = \"phone\"\nurl = \"{base}/phone\"\n\n\
+         [[channels]]\ntype = \"webhook\"\nname = \"flaky\"\nurl = \"{base}/down-once\"\n"
+    ));
+    s.seed_reviewed();
+    s.spotify.set_devices(vec![fake::device("reviewed-0", "Reviewed laptop", "Computer", false)]);
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(2, WAIT).await;
+    let conn = rusqlite::Connection::open(s.db_path()).expect("open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpoint");
+    drop(conn);
+    disk.fill();
+    s.spotify.set_devices(vec![
+        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
+        fake::device("intruder", "Stranger", "Smartphone", false),
+    ]);
+    let got = rx.wait_for("/phone", 2, WAIT).await;
+    let bodies: Vec<serde_json::Value> = got.iter().map(|r| r.json()).collect();
+    let kinds: Vec<&str> = bodies.iter().filter_map(|b| b["kind"].as_str()).collect();
+    assert!(kinds.contains(&"not_recording"), "{bodies:?}");
+    let alert = bodies.iter().find(|b| b["kind"] == "device_appeared").expect("the intruder's alert");
+    assert_eq!(alert["device"]["name"], "Stranger");
+    assert!(alert["id"].is_null(), "in no history, so no id: {alert}");
+    // The flaky channel refused once; the retry 5 s later delivers.
+    rx.answer("/down-once", Answer::Ok);
+    rx.wait_for("/down-once", 3, Duration::from_secs(15)).await;
+    let accepted = rx.accepted("/down-once");
+    assert!(accepted.iter().any(|r| r.json()["kind"] == "device_appeared"), "retried from memory");
+    assert!(accepted.iter().any(|r| r.json()["kind"] == "not_recording"), "{accepted:?}");
+    // Polls go on; the same intruder is not pushed again at every poll.
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 3, WAIT).await;
+    assert_eq!(rx.accepted("/phone").len(), 2, "{:?}", rx.requests());
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    drop(disk);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_at_start_is_one_clear_sentence_and_a_failed_exit() {
     if !can_mount() {
