@@ -483,6 +483,20 @@ impl SmallDisk {
         SmallDisk(dir)
     }
 
+    /// Empties the daemon's WAL (so its next write must grow a file), fills the disk, and
+    /// has a stranger appear beside the reviewed laptop.
+    fn fill_then_let_in_a_stranger(&self, s: &Sandbox) {
+        let conn = rusqlite::Connection::open(s.db_path()).expect("open");
+        conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpoint");
+        drop(conn);
+        self.fill();
+        s.spotify.set_devices(vec![
+            fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
+            fake::device("intruder", "Stranger", "Smartphone", false),
+        ]);
+    }
+
     /// Writes a filler file until the file system refuses.
     fn fill(&self) {
         use std::io::Write;
@@ -515,16 +529,7 @@ async fn a_full_disk_still_shows_the_intruder_and_says_nothing_is_recorded() {
     s.spotify.set_devices(vec![fake::device("reviewed-0", "Reviewed laptop", "Computer", false)]);
     let mut d = s.spawn_daemon(&[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
     s.wait_for_polls(2, WAIT).await;
-    // Empty the WAL so the next write must grow a file, then fill the disk.
-    let conn = rusqlite::Connection::open(s.db_path()).expect("open");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpoint");
-    drop(conn);
-    disk.fill();
-    s.spotify.set_devices(vec![
-        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
-        fake::device("intruder", "Stranger", "Smartphone", false),
-    ]);
+    disk.fill_then_let_in_a_stranger(&s);
     let shown = server.wait_for(2, WAIT).await;
     let summaries: Vec<&str> = shown.iter().map(|n| n.summary.as_str()).collect();
     assert!(summaries.contains(&"spotguard cannot record anything"), "{summaries:?}");
@@ -562,15 +567,7 @@ async fn a_full_disk_still_pushes_the_intruder_to_the_channels_once() {
     s.spotify.set_devices(vec![fake::device("reviewed-0", "Reviewed laptop", "Computer", false)]);
     let mut d = s.spawn_daemon(&[]);
     s.wait_for_polls(2, WAIT).await;
-    let conn = rusqlite::Connection::open(s.db_path()).expect("open");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpoint");
-    drop(conn);
-    disk.fill();
-    s.spotify.set_devices(vec![
-        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
-        fake::device("intruder", "Stranger", "Smartphone", false),
-    ]);
+    disk.fill_then_let_in_a_stranger(&s);
     let got = rx.wait_for("/phone", 2, WAIT).await;
     let bodies: Vec<serde_json::Value> = got.iter().map(|r| r.json()).collect();
     let kinds: Vec<&str> = bodies.iter().filter_map(|b| b["kind"].as_str()).collect();
