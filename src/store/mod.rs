@@ -87,6 +87,11 @@ pub enum StoreError {
     #[error("cannot create the directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
     #[error(
+        "the database file {path} is a symbolic link, so spotguard does not open it; remove it, or \
+         set storage.database to the file itself, and check who put it there"
+    )]
+    Symlink { path: PathBuf },
+    #[error(
         "the database {path} was written by a newer spotguard (schema {found}, this one knows {known}); upgrade spotguard"
     )]
     TooNew { path: PathBuf, found: u32, known: u32 },
@@ -308,6 +313,18 @@ impl Store {
             create_private_dir(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         }
         let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        // Not through a link: one planted at the database's name (or its WAL's) would have
+        // spotguard write, with the person's rights, to whatever file it points at. Only the
+        // files themselves: a linked directory above them is the person's own arrangement
+        // (SQLite's SQLITE_OPEN_NOFOLLOW refuses those too, so it is not used).
+        for file in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(file);
+            let name = PathBuf::from(name);
+            if std::fs::symlink_metadata(&name).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(StoreError::Symlink { path: name });
+            }
+        }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // Room for every statement the store runs, so none is parsed twice.

@@ -772,3 +772,43 @@ async fn a_quick_call_runs_here_and_waits_elsewhere_while_another_process_writes
     assert_eq!(n, 1, "written once");
     drop(dir);
 }
+
+/// A link planted at the database's name is refused with one sentence, and the file it points
+/// at is left as it was.
+#[test]
+fn a_symlink_at_the_database_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    let db = dir.path().join("spotguard.db");
+    std::os::unix::fs::symlink(&victim, &db).expect("plant a link");
+    let e = Store::open(&db).expect_err("refused");
+    assert!(matches!(e, StoreError::Symlink { .. }), "{e:?}");
+    assert!(e.to_string().contains("is a symbolic link"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
+    // A link to another database is refused too: nothing is written through a link.
+    std::fs::remove_file(&db).expect("remove");
+    let real = dir.path().join("real.db");
+    drop(Store::open(&real).expect("a real database"));
+    std::os::unix::fs::symlink(&real, &db).expect("link to a database");
+    assert!(matches!(Store::open(&db), Err(StoreError::Symlink { .. })));
+    // And a link at the WAL's name, where SQLite would write first.
+    std::fs::remove_file(&db).expect("remove");
+    let wal = dir.path().join("spotguard.db-wal");
+    std::os::unix::fs::symlink(&victim, &wal).expect("plant a link at the WAL");
+    let e = Store::open(&db).expect_err("refused");
+    assert!(e.to_string().contains("spotguard.db-wal is a symbolic link"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
+}
+
+/// A link among the directories above the database (a data directory moved to another
+/// disk and linked back) is the person's own arrangement and still works.
+#[test]
+fn a_linked_directory_above_the_database_still_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("elsewhere")).expect("dir");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("data")).expect("link");
+    let store = Store::open(&dir.path().join("data/spotguard.db")).expect("opens through a linked directory");
+    drop(store);
+    assert!(dir.path().join("elsewhere/spotguard.db").exists());
+}
