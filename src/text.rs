@@ -13,6 +13,15 @@
 
 use unicode_normalization::UnicodeNormalization;
 
+/// A short label for a secret value (16 hex digits of SHA-256 over `domain`, a NUL and
+/// `value`): equal values give equal labels, and the label gives nothing of the value away.
+/// Stored to recognise a login or a channel's destination without keeping either.
+pub fn fingerprint(domain: &str, value: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let hash = Sha256::digest(format!("{domain}\0{value}"));
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Characters that change how the surrounding text is *ordered* on screen.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')

@@ -26,7 +26,6 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::config::TokenStoreKind;
 pub use files::TokenFiles;
@@ -135,12 +134,10 @@ impl TokenSet {
     /// login, whatever its `authorized_at` says. 64 bits of a hash of a long random token
     /// reveal nothing usable, and are plenty to tell a handful of logins apart.
     pub fn login_fingerprint(&self) -> String {
-        let mut hash = Sha256::new();
         match &self.refresh_token {
-            Some(r) => hash.update(format!("spotguard refresh token\0{}", r.expose())),
-            None => hash.update(format!("spotguard access token\0{}", self.access_token.expose())),
+            Some(r) => crate::text::fingerprint("spotguard refresh token", r.expose()),
+            None => crate::text::fingerprint("spotguard access token", self.access_token.expose()),
         }
-        hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

@@ -152,6 +152,18 @@ impl ChannelSection {
         }
     }
 
+    /// Where it sends, as a fingerprint ([`crate::text::fingerprint`]; the URL's path and the
+    /// topic are secrets): a channel's place in the outbox follows it when the channel is
+    /// renamed or moves in the file (which renumbers unnamed ones).
+    pub fn destination(&self) -> String {
+        let place = match self {
+            ChannelSection::Ntfy(c) => c.url.0.to_string(),
+            ChannelSection::Webhook(c) => c.url.0.to_string(),
+            ChannelSection::Email(c) => format!("{} {}", c.smtp, c.to.join(",")),
+        };
+        crate::text::fingerprint(&format!("spotguard {} channel", self.kind()), &place)
+    }
+
     /// Where it sends, safe to show: scheme, host and port.
     pub fn shown_target(&self) -> String {
         match self {

@@ -216,12 +216,13 @@ impl Generation {
         let mut kicks = vec![desktop_kick];
         let mut clients = crate::notify::channel::Clients::default();
         let mut channels = Vec::new();
-        for channel in crate::notify::channel::build_all(&ctx.config, ctx.source.path(), &mut clients)? {
+        let built = crate::notify::channel::build_all(&ctx.config, ctx.source.path(), &mut clients)?;
+        // Registered before the first poll: a new channel gets this run's alerts.
+        let states = crate::notify::outbox::register(&built, &ctx.store).await?;
+        for (channel, state) in built.into_iter().zip(states) {
             tracing::info!(channel = %channel.name, kind = channel.kind, to = %channel.target, "alerts also go to this channel");
             let kick = Arc::new(tokio::sync::Notify::new());
             kicks.push(kick.clone());
-            // Registered before the first poll: a new channel gets this run's alerts.
-            let state = crate::notify::outbox::register(&channel, &ctx.store).await?;
             let channel = Arc::new(channel);
             channels.push(channel.clone());
             outlets.spawn(crate::notify::outbox::run(channel, ctx.store.clone(), kick, links.clone(), state));

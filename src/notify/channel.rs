@@ -183,6 +183,8 @@ pub struct Channel {
     pub min_urgency: MinUrgency,
     /// Where it sends, safe to show.
     pub target: String,
+    /// Where it sends, as a fingerprint: what its place in the outbox follows.
+    pub destination: String,
     sender: Sender,
 }
 
@@ -321,7 +323,14 @@ pub fn build(
             }
         }
     };
-    Ok(Channel { target: c.shown_target(), name, kind: c.kind(), min_urgency: c.min_urgency(), sender })
+    Ok(Channel {
+        target: c.shown_target(),
+        destination: c.destination(),
+        name,
+        kind: c.kind(),
+        min_urgency: c.min_urgency(),
+        sender,
+    })
 }
 
 fn read_ca(channel: &str, ca_file: Option<&Path>, config: &Path) -> Result<Option<Vec<u8>>, ChannelError> {

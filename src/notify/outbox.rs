@@ -18,7 +18,7 @@ use chrono::Utc;
 use tokio::sync::Notify;
 
 use super::channel::{Channel, Links, Message};
-use crate::store::{ChannelState, SharedStore, StoreError};
+use crate::store::{ChannelEntry, ChannelState, SharedStore, StoreError};
 
 /// The first retry comes this soon after a failure.
 pub const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -44,12 +44,19 @@ pub fn retry_after(failed: u32, jitter: f64) -> Duration {
     base.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
 }
 
-/// Delivers the outbox to `channel` until the task is dropped. `kick` says there is news.
-/// Registers `channel` in the store (a new one starts at the newest event), before any poll
-/// of this run can record an event it must get.
-pub async fn register(channel: &Channel, store: &SharedStore) -> Result<ChannelState, StoreError> {
-    let (name, kind) = (channel.name.clone(), channel.kind);
-    store.call(move |s| s.channel(&name, kind)).await
+/// Registers `channels` in the store, before any poll of this run can record an event they
+/// must get: each keeps its place by destination, a new one starts at the newest event
+/// ([`crate::store::Store::register_channels`]). Their states, in order.
+pub async fn register(channels: &[Channel], store: &SharedStore) -> Result<Vec<ChannelState>, StoreError> {
+    let wanted: Vec<ChannelEntry> = channels
+        .iter()
+        .map(|c| ChannelEntry {
+            name: c.name.clone(),
+            kind: c.kind.to_string(),
+            destination: c.destination.clone(),
+        })
+        .collect();
+    store.call(move |s| s.register_channels(&wanted)).await
 }
 
 /// Delivers the outbox to `channel` from `state` on, until the task is dropped. `kick` says

@@ -24,21 +24,75 @@ pub struct ChannelState {
     pub given_up: i64,
 }
 
+/// A configured channel, as [`Store::register_channels`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelEntry {
+    pub name: String,
+    pub kind: String,
+    /// [`crate::config::channels::ChannelSection::destination`]
+    pub destination: String,
+}
+
 impl Store {
-    /// Registers a channel (by name) if it is new: it starts at the events recorded from
-    /// now on. Returns its state.
-    pub fn channel(&self, name: &str, kind: &str) -> Result<ChannelState, StoreError> {
-        exec(
-            &self.conn,
-            "INSERT INTO channels (name, type, done_through)
-             VALUES (?1, ?2, (SELECT COALESCE(MAX(id), 0) FROM events))
-             ON CONFLICT(name) DO UPDATE SET type = excluded.type",
-            params![name, kind],
-        )?;
-        self.channels()?
-            .into_iter()
-            .find(|c| c.name == name)
-            .ok_or(StoreError::Task(format!("channel {name} vanished")))
+    /// Makes the channel rows the configured channels, in one transaction, and returns their
+    /// states in the order given. A channel keeps its row (its place in the outbox, its retry
+    /// state) when its destination is the row's, whatever its name now: renamed, or
+    /// renumbered because another channel was added before it. A row from before
+    /// destinations were kept is matched by name. A channel with no row starts at the events
+    /// recorded from now on; rows no channel claims are deleted (a channel removed and added
+    /// back later starts afresh too).
+    pub fn register_channels(&mut self, wanted: &[ChannelEntry]) -> Result<Vec<ChannelState>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut rows: Vec<(String, Option<String>)> = {
+            let mut stmt = tx.prepare_cached("SELECT name, destination FROM channels")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        };
+        // Each configured channel's row: by destination, else a legacy row by name.
+        let mut claimed: Vec<Option<String>> = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let at = rows
+                .iter()
+                .position(|(_, d)| d.as_deref() == Some(w.destination.as_str()))
+                .or_else(|| rows.iter().position(|(n, d)| d.is_none() && *n == w.name));
+            claimed.push(at.map(|i| rows.swap_remove(i).0));
+        }
+        // Unclaimed rows go; claimed ones move aside first, so that names can be swapped.
+        for (name, _) in &rows {
+            exec(&tx, "DELETE FROM channels WHERE name = ?1", [name])?;
+        }
+        for old in claimed.iter().flatten() {
+            exec(&tx, "UPDATE channels SET name = '\u{1}' || name WHERE name = ?1", [old])?;
+        }
+        for (w, old) in wanted.iter().zip(&claimed) {
+            match old {
+                Some(old) => exec(
+                    &tx,
+                    "UPDATE channels SET name = ?2, type = ?3, destination = ?4 WHERE name = '\u{1}' || ?1",
+                    params![old, w.name, w.kind, w.destination],
+                )?,
+                None => exec(
+                    &tx,
+                    "INSERT INTO channels (name, type, destination, done_through)
+                     VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(id), 0) FROM events))",
+                    params![w.name, w.kind, w.destination],
+                )?,
+            };
+            if let Some(old) = old.as_deref().filter(|old| *old != w.name) {
+                tracing::info!(channel = %w.name, "this channel was {old}; it keeps its place in the outbox");
+            }
+        }
+        tx.commit()?;
+        let states = self.channels()?;
+        wanted
+            .iter()
+            .map(|w| {
+                states
+                    .iter()
+                    .find(|c| c.name == w.name)
+                    .cloned()
+                    .ok_or(StoreError::Task(format!("channel {} vanished", w.name)))
+            })
+            .collect()
     }
 
     /// Every registered channel's state, by name.

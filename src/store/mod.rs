@@ -42,7 +42,7 @@ mod poll;
 mod presence;
 
 pub use accounts::AccountStatus;
-pub use channels::ChannelState;
+pub use channels::{ChannelEntry, ChannelState};
 pub use devices::{DeviceRow, Found, Mute};
 pub use events::StoredEvent;
 pub use poll::{Polled, Recording};
@@ -63,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/008_lost_login.sql"),
     include_str!("migrations/009_identity.sql"),
     include_str!("migrations/010_channels.sql"),
+    include_str!("migrations/011_channel_destination.sql"),
 ];
 
 /// The Spotify ids kept per device (its aliases), newest first. Ids rotate (daily for some

@@ -812,3 +812,57 @@ fn a_linked_directory_above_the_database_still_opens() {
     drop(store);
     assert!(dir.path().join("elsewhere/spotguard.db").exists());
 }
+
+fn entry(name: &str, destination: &str) -> ChannelEntry {
+    ChannelEntry { name: name.into(), kind: "webhook".into(), destination: destination.into() }
+}
+
+/// A channel's place in the outbox follows where it sends: renamed, or renumbered because
+/// another was added before it, it keeps its place (nothing lost, nothing sent twice); a name
+/// that now sends elsewhere starts afresh; rows no channel claims go.
+#[test]
+fn a_channel_keeps_its_place_by_destination_when_renamed_or_renumbered() {
+    let (_d, mut store) = open();
+    let a = store.account("default", t(0)).expect("account");
+    poll(&mut store, a, t(0), vec![dev("x", "Phone")]);
+    let first =
+        store.register_channels(&[entry("webhook-1", "D1"), entry("webhook-2", "D2")]).expect("register");
+    let start = first[0].done_through;
+    assert_eq!(first[1].done_through, start, "both start at the newest event");
+    // Two alerts later, webhook-1 got one of them and webhook-2 is behind (down).
+    let ids = poll(&mut store, a, t(1), vec![dev("x", "Phone"), dev("y", "Tablet"), dev("z", "Speaker")]);
+    assert!(!ids.is_empty(), "events recorded");
+    store.channel_done("webhook-1", ids[0], Some(t(1))).expect("done");
+    store.channel_failed("webhook-2", t(1), "HTTP 503").expect("failed");
+
+    // A new channel is added first in the file: the unnamed ones are renumbered, and one is
+    // given a name. Each keeps its place by destination; the new one starts at the newest.
+    let states = store
+        .register_channels(&[entry("webhook-1", "D3"), entry("phone", "D1"), entry("webhook-3", "D2")])
+        .expect("register again");
+    assert_eq!(states[0].done_through, *ids.last().expect("an id"), "new: from now on");
+    assert_eq!(states[1].done_through, ids[0], "webhook-1 renamed to phone keeps its place");
+    assert_eq!(states[2].done_through, start, "webhook-2, now webhook-3, still owes its alerts");
+    assert_eq!(states[2].attempts, 1, "and its retry state");
+    let names: Vec<String> = store.channels().expect("rows").into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["phone", "webhook-1", "webhook-3"], "no stale rows");
+
+    // The same name sending somewhere else is another channel: it starts afresh.
+    let states = store.register_channels(&[entry("phone", "D9")]).expect("register");
+    assert_eq!(states[0].done_through, *ids.last().expect("an id"));
+    assert_eq!(states[0].last_delivered_at, None);
+}
+
+/// Rows from before destinations were kept are matched by name once, then by destination.
+#[test]
+fn a_channel_row_from_before_destinations_is_matched_by_name() {
+    let (_d, mut store) = open();
+    store
+        .conn
+        .execute("INSERT INTO channels (name, type, done_through) VALUES ('ntfy-1', 'ntfy', 7)", [])
+        .expect("legacy row");
+    let states = store.register_channels(&[entry("ntfy-1", "D1")]).expect("register");
+    assert_eq!(states[0].done_through, 7);
+    let states = store.register_channels(&[entry("phone", "D1")]).expect("renamed");
+    assert_eq!(states[0].done_through, 7, "from now on by destination");
+}
