@@ -235,8 +235,9 @@ impl Event {
             }
             Event::DeviceAppeared { name, device_type, imitates: false, generic: Some(g), jam, .. } => {
                 format!(
-                    "a {} connected: \u{201c}{name}\u{201d} ({device_type}), a generic name, so not taken for any \
+                    "{} {} connected: \u{201c}{name}\u{201d} ({device_type}), a generic name, so not taken for any \
                  trusted device{}{}",
+                    article(&g.noun),
                     g.noun,
                     if g.trusted_before {
                         format!("; a trusted {} has this name too", g.noun)
@@ -574,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn a_generic_name_playing_is_described_as_the_kind_of_device() {
+    fn a_generic_name_is_described_as_the_kind_of_device_with_its_article() {
         let e = Event::UnknownPlaying {
             name: "iPhone".into(),
             device_type: "Smartphone".into(),
@@ -585,6 +586,17 @@ mod tests {
             track: None,
             artists: Vec::new(),
         };
+        let Event::UnknownPlaying { name, device_type, generic, .. } = e.clone() else { unreachable!() };
+        let appeared = Event::DeviceAppeared {
+            name,
+            device_type,
+            spotify_id: None,
+            imitates: false,
+            looks_like: None,
+            generic,
+            jam: false,
+        };
+        assert!(appeared.describe().starts_with("an iPhone connected: "), "{}", appeared.describe());
         assert_eq!(
             e.describe(),
             "an iPhone is playing a podcast episode: \u{201c}iPhone\u{201d} (Smartphone), a generic name, so not \
