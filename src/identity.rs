@@ -52,9 +52,9 @@ impl Strength {
         }
     }
 
-    /// The word listings print for a record's identity (`devices` IDENTITY, `check`): its
-    /// strength, or "any session" once the person let every session of its name and type
-    /// pass (`devices trust --any-session`), since that is what then decides.
+    /// The word listings print for a record's identity (`devices` IDENTITY, `check`,
+    /// `report`): its strength, or "any session" once the person let every session of its
+    /// name and type pass (`devices trust --any-session`), since that is what then decides.
     pub fn word(self, any_session: bool) -> &'static str {
         match (self, any_session) {
             (_, true) => "any session",
