@@ -24,6 +24,8 @@
 //! Echo's uuid). A `null` id gets continuity only. Otherwise the device is new, and its alert
 //! is a generic sighting ("A web player connected ... You have trusted a web player before:
 //! was this you?") whose Trust trusts that session only; the first one per account says why.
+//! So is the critical alert of any untrusted device with a generic name that plays ("A web
+//! player is playing ... spotguard cannot tell whether this one is yours").
 //! A record opened with `--any-session`, a strong one and a named one link as before; a
 //! strong one's new id is a quiet [`Event::DeviceIdChanged`]. Untrusted, unmuted records
 //! link as before too: linking grants them nothing. Old and new id online at once stay two.
@@ -379,12 +381,24 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                 },
             });
         }
+        // What an alert about a generic name says (`GenericSighting`); a look-alike's alert
+        // says what it imitates instead. Explained once per account, by whichever alert is first.
+        let sighting = |explained: bool| {
+            generic.filter(|_| looks_like.is_none()).map(|g| {
+                let trusted_before =
+                    refused[i].is_some() || known.devices.iter().any(|r| r.trusted && same_generic(r));
+                let explain = trusted_before && !known.identity_explained && !explained;
+                GenericSighting { noun: g.noun().to_string(), trusted_before, explain }
+            })
+        };
         if !trusted && !silenced {
             let playback = snapshot.playback.as_ref().filter(|p| p.is_playing && playing_index == Some(i));
             if let Some(p) = playback.filter(|_| due(record.and_then(|r| r.play_alerted_at))) {
                 seen.play_alerted = true;
                 // The louder alert says all the quieter one would; it counts as both.
                 seen.alerted = true;
+                let generic = sighting(plan.identity_explained);
+                plan.identity_explained |= generic.as_ref().is_some_and(|g| g.explain);
                 plan.events.push(PlannedEvent {
                     seen: Some(i),
                     event: Event::UnknownPlaying {
@@ -393,6 +407,7 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                         what: p.describe(),
                         private_session: seen.device.is_private_session,
                         looks_like: looks_like.clone(),
+                        generic,
                         track: p.item.as_ref().map(|i| i.name.clone()).filter(|n| !n.is_empty()),
                         artists: p
                             .item
@@ -406,13 +421,8 @@ pub fn evaluate(known: &Known, snapshot: &Snapshot, policy: &Policy, now: DateTi
                 seen.alerted = true;
             } else if due(record.and_then(|r| r.alerted_at)) {
                 seen.alerted = true;
-                let generic = generic.filter(|_| looks_like.is_none()).map(|g| {
-                    let trusted_before =
-                        refused[i].is_some() || known.devices.iter().any(|r| r.trusted && same_generic(r));
-                    let explain = trusted_before && !known.identity_explained && !plan.identity_explained;
-                    plan.identity_explained |= explain;
-                    GenericSighting { noun: g.noun().to_string(), trusted_before, explain }
-                });
+                let generic = sighting(plan.identity_explained);
+                plan.identity_explained |= generic.as_ref().is_some_and(|g| g.explain);
                 plan.events.push(PlannedEvent {
                     seen: Some(i),
                     event: Event::DeviceAppeared {
@@ -1320,6 +1330,49 @@ mod tests {
         // Without an id (restricted), only timing could link it: still new.
         let plan = evaluate(&k, &snap(vec![dev(None, "Web Player (Chrome)", "Computer")]), &policy(), t(0));
         assert_eq!(plan.seen[0].target, Target::New);
+    }
+
+    /// The critical alert for a stranger's web player that plays says what the "connected"
+    /// alert says: a generic name, a web player trusted before, explained once per account.
+    #[test]
+    fn a_web_player_playing_after_a_gap_is_a_generic_sighting_too() {
+        let owner = recorded(1, "tab-1", "Web Player (Chrome)", "Computer", t(-10), 0);
+        let k = Known { devices: vec![owner], previous_poll: Some(t(-1)), ..Known::default() };
+        let tab = dev(Some("tab-2"), "Web Player (Chrome)", "Computer");
+        let s = Snapshot {
+            devices: vec![Device { is_active: true, ..tab.clone() }],
+            playback: Some(playing(tab, "Song")),
+            skipped: 0,
+            cut: 0,
+        };
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert_eq!(kinds(&plan), ["unknown_playing"]);
+        let Event::UnknownPlaying { generic: Some(g), looks_like: None, .. } = &plan.events[0].event else {
+            panic!("a generic sighting: {:?}", plan.events)
+        };
+        assert_eq!((g.noun.as_str(), g.trusted_before, g.explain), ("web player", true, true));
+        assert!(plan.identity_explained, "said once, whichever alert says it");
+        let k = Known { identity_explained: true, ..k };
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert!(
+            matches!(&plan.events[0].event, Event::UnknownPlaying { generic: Some(g), .. } if !g.explain),
+            "{:?}",
+            plan.events
+        );
+        // A chosen name is no generic sighting.
+        let laptop = dev(Some("x"), "Anna's laptop", "Computer");
+        let s = Snapshot {
+            devices: vec![Device { is_active: true, ..laptop.clone() }],
+            playback: Some(playing(laptop, "Song")),
+            skipped: 0,
+            cut: 0,
+        };
+        let plan = evaluate(&k, &s, &policy(), t(0));
+        assert!(
+            matches!(&plan.events[0].event, Event::UnknownPlaying { generic: None, .. }),
+            "{:?}",
+            plan.events
+        );
     }
 
     #[test]

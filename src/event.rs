@@ -83,6 +83,11 @@ pub enum Event {
         /// The trusted device it looks like while not being it (see `DeviceAppeared`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         looks_like: Option<LookAlike>,
+        /// Its name is a generic default (see `DeviceAppeared`): the alert says spotguard
+        /// cannot tell whether it is the person's own device. (Absent in events written
+        /// before this field.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generic: Option<GenericSighting>,
         /// The track's (or episode's) own name and its artists, for webhooks. (Absent in
         /// events written before these fields.)
         #[serde(default)]
@@ -230,8 +235,9 @@ impl Event {
             }
             Event::DeviceAppeared { name, device_type, imitates: false, generic: Some(g), jam, .. } => {
                 format!(
-                    "a {} connected: \u{201c}{name}\u{201d} ({device_type}), a generic name, so not taken for any \
+                    "{} {} connected: \u{201c}{name}\u{201d} ({device_type}), a generic name, so not taken for any \
                  trusted device{}{}",
+                    article(&g.noun),
                     g.noun,
                     if g.trusted_before {
                         format!("; a trusted {} has this name too", g.noun)
@@ -274,6 +280,19 @@ impl Event {
                 not_listed(*not_read),
                 jam_note(*jam)
             ),
+            Event::UnknownPlaying { name, device_type, what, looks_like: None, generic: Some(g), .. } => {
+                format!(
+                    "{} {} is playing {what}: \u{201c}{name}\u{201d} ({device_type}), a generic name, so not taken for \
+                 any trusted device{}",
+                    article(&g.noun),
+                    g.noun,
+                    if g.trusted_before {
+                        format!("; a trusted {} has this name too", g.noun)
+                    } else {
+                        String::new()
+                    }
+                )
+            }
             Event::UnknownPlaying { name, device_type, what, looks_like: None, .. } => {
                 format!("unknown device \u{201c}{name}\u{201d} ({device_type}) is playing {what}")
             }
@@ -331,6 +350,11 @@ impl Event {
             Event::Unreadable { reason } => format!("an event that cannot be read ({reason})"),
         }
     }
+}
+
+/// "an" before a vowel ("an iPhone", "an Android phone"), else "a".
+pub fn article(noun: &str) -> &'static str {
+    if noun.starts_with(|c: char| "aeiouAEIOU".contains(c)) { "an" } else { "a" }
 }
 
 /// "; hosting a Jam? ...", or nothing.
@@ -488,6 +512,20 @@ mod tests {
                 jam: false,
             },
             Event::FirstRun { count: 500, names: vec!["A".into()], not_read: 1500 },
+            Event::UnknownPlaying {
+                name: "iPhone".into(),
+                device_type: "Smartphone".into(),
+                what: "a podcast episode".into(),
+                private_session: false,
+                looks_like: None,
+                generic: Some(GenericSighting {
+                    noun: "iPhone".into(),
+                    trusted_before: true,
+                    explain: false,
+                }),
+                track: None,
+                artists: Vec::new(),
+            },
             Event::DeviceAppeared {
                 name: "Phone\u{200b}".into(),
                 device_type: "Smartphone".into(),
@@ -533,6 +571,36 @@ mod tests {
             "unknown device \u{201c}Ph\u{43e}ne\u{201d} (Computer, id 4f2a9c1b…) looks like your trusted \
              \u{201c}Phone\u{201d} and is not it: its name has other characters (U+043E), its type is Computer, \
              yours is Smartphone"
+        );
+    }
+
+    #[test]
+    fn a_generic_name_is_described_as_the_kind_of_device_with_its_article() {
+        let e = Event::UnknownPlaying {
+            name: "iPhone".into(),
+            device_type: "Smartphone".into(),
+            what: "a podcast episode".into(),
+            private_session: false,
+            looks_like: None,
+            generic: Some(GenericSighting { noun: "iPhone".into(), trusted_before: true, explain: false }),
+            track: None,
+            artists: Vec::new(),
+        };
+        let Event::UnknownPlaying { name, device_type, generic, .. } = e.clone() else { unreachable!() };
+        let appeared = Event::DeviceAppeared {
+            name,
+            device_type,
+            spotify_id: None,
+            imitates: false,
+            looks_like: None,
+            generic,
+            jam: false,
+        };
+        assert!(appeared.describe().starts_with("an iPhone connected: "), "{}", appeared.describe());
+        assert_eq!(
+            e.describe(),
+            "an iPhone is playing a podcast episode: \u{201c}iPhone\u{201d} (Smartphone), a generic name, so not \
+             taken for any trusted device; a trusted iPhone has this name too"
         );
     }
 

@@ -52,6 +52,19 @@ impl Strength {
         }
     }
 
+    /// The word listings print for a record's identity (`devices` IDENTITY, `check`,
+    /// `report`): its strength, or "any session" once the person let every session of its
+    /// name and type pass (`devices trust --any-session`), since that is what then decides.
+    pub fn word(self, any_session: bool) -> &'static str {
+        match (self, any_session) {
+            (_, true) => "any session",
+            (Strength::Weak, false) => "weak",
+            (Strength::NameDerived, false) => "name-id",
+            (Strength::Strong, false) => "strong",
+            (Strength::Named, false) => "named",
+        }
+    }
+
     /// Whether a name match alone may link a new id to a record of this strength.
     pub fn name_is_enough(self) -> bool {
         matches!(self, Strength::Strong | Strength::Named)
@@ -385,6 +398,11 @@ mod tests {
         assert_eq!(Strength::parse(None), Strength::Weak, "unknown is the cautious answer");
         for s in [Strength::Weak, Strength::NameDerived, Strength::Strong, Strength::Named] {
             assert_eq!(Strength::parse(Some(s.as_str())), s);
+            assert_eq!(s.word(true), "any session", "what decides once opened to any session");
         }
+        let words: Vec<_> = [Strength::Weak, Strength::NameDerived, Strength::Strong, Strength::Named]
+            .map(|s| s.word(false))
+            .into();
+        assert_eq!(words, ["weak", "name-id", "strong", "named"], "the IDENTITY column's words");
     }
 }

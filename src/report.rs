@@ -3,7 +3,8 @@
 //!
 //! Pure rendering (data in, text out). The page fetches nothing: no script, no font, no
 //! image, and a Content-Security-Policy that forbids every fetch, so opening it leaks nothing.
-//! Every name is untrusted and HTML-escaped after the usual cleaning.
+//! Every name is untrusted and HTML-escaped after the usual cleaning. The devices table's
+//! Identity column uses the words of `devices` (`identity::Strength::word`).
 
 use chrono::{DateTime, Local, Utc};
 
@@ -83,11 +84,12 @@ pub fn render(d: &ReportData) -> String {
     let mut table = String::new();
     for dev in &d.devices {
         table.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"identity\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             h(&dev.name),
             h(&dev.kind),
             if dev.trusted { "trusted" } else { "unknown" },
             if dev.trusted { "yes" } else { "NO" },
+            dev.strength.word(dev.any_session),
             local(dev.first_seen),
             local(dev.last_seen),
             dev.label.as_deref().map(h).unwrap_or_default()
@@ -134,7 +136,7 @@ Generated {generated}.</p>
 <table class="timeline">
 {rows}</table>
 <h2>Devices</h2>
-<table class="devices"><tr><th>Name</th><th>Type</th><th>Trusted</th><th>First seen</th><th>Last seen</th><th>Label</th></tr>
+<table class="devices"><tr><th>Name</th><th>Type</th><th>Trusted</th><th>Identity</th><th>First seen</th><th>Last seen</th><th>Label</th></tr>
 {table}</table>
 <h2>What happened</h2>
 <ul class="events">
@@ -198,5 +200,33 @@ mod tests {
         assert!(html.contains("<rect class=\"trusted\" x=\"0.0\" y=\"2\" width=\"142.9\""), "{html}");
         assert!(html.contains("<rect class=\"unknown\""));
         assert!(html.contains("Nothing happened in this window."));
+    }
+
+    #[test]
+    fn the_devices_table_says_each_identity_in_the_words_of_devices() {
+        let to = Utc::now();
+        let tab =
+            DeviceRow { strength: crate::identity::Strength::Weak, ..device(1, "Web Player (Chrome)", true) };
+        let opened = DeviceRow { any_session: true, ..device(2, "iPhone", true) };
+        let data = ReportData {
+            account: "default".into(),
+            generated: to,
+            from: to - chrono::Duration::days(7),
+            to,
+            devices: vec![tab, opened, device(3, "Laptop", false)],
+            presence: vec![],
+            events: vec![],
+        };
+        let html = render(&data);
+        assert!(html.contains("<th>Trusted</th><th>Identity</th>"), "{html}");
+        for (name, trusted, word) in [
+            ("Web Player (Chrome)", "yes", "weak"),
+            ("iPhone", "yes", "any session"),
+            ("Laptop", "NO", "named"),
+        ] {
+            let row = format!("<tr><td>{name}</td><td>Computer</td>");
+            let row = html.lines().find(|l| l.starts_with(&row)).unwrap_or_else(|| panic!("{name}: {html}"));
+            assert!(row.contains(&format!(">{trusted}</td><td class=\"identity\">{word}</td>")), "{row}");
+        }
     }
 }

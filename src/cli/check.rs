@@ -1,16 +1,23 @@
 //! `spotguard check`: one poll now, printed, nothing recorded and nothing shown.
+//!
+//! Each device's identity strength is the one `devices` shows (`identity::Strength::word`,
+//! `strength` in JSON): its record's, or for a device not on record what its name and id
+//! alone give, which is what the record will get when the daemon records it.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::EXIT_UNTRUSTED;
 use super::format::name;
-use crate::audit::Target;
+use crate::audit::{Seen, Target};
 use crate::context::Context;
 use crate::daemon::poll;
 use crate::event::Event;
+use crate::identity::{self, IdSpan, Strength};
+use crate::spotify::Device;
 use crate::text::terminal;
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +39,13 @@ struct DeviceOut {
     is_active: bool,
     known: bool,
     trusted: bool,
+    /// How much its name and ids prove: weak, name_derived, strong or named (as `devices --json`).
+    strength: &'static str,
+    /// Every session with its name and type passes for it (`trust --any-session`).
+    any_session: bool,
+    /// What `strength` and `any_session` read as in a listing; text output only.
+    #[serde(skip)]
+    identity: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +83,16 @@ impl Cmd {
             Target::Known(k) => report.known.devices.iter().any(|d| d.key == k && d.trusted),
             Target::New => false,
         };
+        let identity = |s: &Seen| match s.target {
+            Target::Known(k) => report
+                .known
+                .devices
+                .iter()
+                .find(|d| d.key == k)
+                // Every target the rules return is a loaded record; the cautious word otherwise.
+                .map_or((Strength::Weak, false), |d| (d.strength, d.any_session)),
+            Target::New => (new_record_strength(&s.device, report.at), false),
+        };
         let out = Out {
             account: account.name.clone(),
             at: report.at,
@@ -76,13 +100,19 @@ impl Cmd {
                 .plan
                 .seen
                 .iter()
-                .map(|s| DeviceOut {
-                    id: s.device.id.clone(),
-                    name: s.device.name.clone(),
-                    kind: s.device.kind.clone(),
-                    is_active: s.device.is_active,
-                    known: s.target != Target::New,
-                    trusted: trusted(s.target),
+                .map(|s| {
+                    let (strength, any_session) = identity(s);
+                    DeviceOut {
+                        id: s.device.id.clone(),
+                        name: s.device.name.clone(),
+                        kind: s.device.kind.clone(),
+                        is_active: s.device.is_active,
+                        known: s.target != Target::New,
+                        trusted: trusted(s.target),
+                        strength: strength.as_str(),
+                        any_session,
+                        identity: strength.word(any_session),
+                    }
                 })
                 .collect(),
             unreadable: report.snapshot.skipped,
@@ -106,6 +136,13 @@ impl Cmd {
     }
 }
 
+/// The strength a record made now for `device` gets: its name, and its id seen once.
+fn new_record_strength(device: &Device, at: DateTime<Utc>) -> Strength {
+    let ids: Vec<IdSpan> =
+        device.id.iter().map(|id| IdSpan { id: id.clone(), first_seen: at, last_seen: at }).collect();
+    identity::classify(&device.name, &ids)
+}
+
 fn print_text(out: &Out) {
     println!("Spotify account {}: {} device(s) online", terminal(&out.account), out.devices.len());
     for d in &out.devices {
@@ -117,7 +154,7 @@ fn print_text(out: &Out) {
             "NEW, NOT TRUSTED"
         };
         let active = if d.is_active { ", active" } else { "" };
-        println!("  {} ({}{active}): {mark}", name(&d.name), name(&d.kind));
+        println!("  {} ({}{active}): {mark}; identity {}", name(&d.name), name(&d.kind), d.identity);
     }
     if out.over_the_bound > 0 {
         println!(
@@ -141,6 +178,33 @@ fn print_text(out: &Out) {
         println!("Would alert:");
         for e in &out.would_alert {
             println!("  - {}", name(&e.describe()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: Option<&str>, name: &str) -> Device {
+        Device { id: id.map(str::to_string), name: name.into(), kind: "Computer".into(), ..Device::default() }
+    }
+
+    /// A device not on record gets the strength its record will get: what `devices` shows next.
+    #[test]
+    fn a_new_device_is_judged_by_its_name_and_its_id_seen_once() {
+        use sha1::Digest as _;
+        let at = Utc::now();
+        let derived: String = sha1::Sha1::digest(b"Kitchen Pi").iter().map(|b| format!("{b:02x}")).collect();
+        let cases = [
+            (device(Some("tab-2"), "Web Player (Chrome)"), Strength::Weak),
+            (device(Some(&derived), "Kitchen Pi"), Strength::NameDerived),
+            (device(Some("desk-1"), "Anna's desktop"), Strength::Named),
+            (device(None, "Anna's desktop"), Strength::Named),
+            (device(None, "iPhone"), Strength::Weak),
+        ];
+        for (d, want) in cases {
+            assert_eq!(new_record_strength(&d, at), want, "{d:?}");
         }
     }
 }

@@ -15,7 +15,6 @@ use serde::Serialize;
 use super::format::{ago, name, table};
 use crate::context::Context;
 use crate::event::TrustedBy;
-use crate::identity::Strength;
 use crate::store::{DeviceRow, Found};
 
 #[derive(Debug, clap::Args)]
@@ -388,14 +387,7 @@ pub(super) fn print_table(rows: &[DeviceRow], account: &str) {
                 ago(d.first_seen, now),
                 ago(d.last_seen, now),
                 if d.online { "yes" } else { "" }.to_string(),
-                match (d.strength, d.any_session) {
-                    (_, true) => "any session",
-                    (Strength::Weak, false) => "weak",
-                    (Strength::NameDerived, false) => "name-id",
-                    (Strength::Strong, false) => "strong",
-                    (Strength::Named, false) => "named",
-                }
-                .to_string(),
+                d.strength.word(d.any_session).to_string(),
                 d.id.as_deref().map(|i| name(&i.chars().take(12).collect::<String>())).unwrap_or_default(),
                 d.label.as_deref().map(name).unwrap_or_default(),
             ]

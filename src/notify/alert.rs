@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Local, Utc};
 
-use crate::event::{Event, LookAlike, Urgency, how_it_differs, short_id};
+use crate::event::{Event, GenericSighting, LookAlike, Urgency, article, how_it_differs, short_id};
 use crate::spotify::model::MAX_DEVICES_PER_ANSWER;
 use crate::text::{MAX_NAME_CHARS, clean, escape_markup};
 
@@ -117,6 +117,18 @@ pub fn render(
             ""
         }
     };
+    // The question a generic sighting asks, the same for a device that connects or plays.
+    let was_this_you = |g: &GenericSighting| {
+        if g.trusted_before {
+            format!(
+                "You have trusted {} {} before: was this you? If not, sign out everywhere, then change your password.",
+                article(&g.noun),
+                text(&g.noun)
+            )
+        } else {
+            "Not yours? Sign out everywhere, then change your password.".to_string()
+        }
+    };
     let names_list = |names: &[String]| names.iter().map(|n| bold(n)).collect::<Vec<_>>().join(", ");
     let (summary, mut body, actions) = match event {
         Event::FirstRun { count, names, not_read: unread } => (
@@ -193,15 +205,7 @@ pub fn render(
                     text(&g.noun),
                     bold(name),
                     text(device_type),
-                    if g.trusted_before {
-                        format!(
-                            "You have trusted {a} {} before: was this you? If not, sign out everywhere, then change \
-                             your password.",
-                            text(&g.noun)
-                        )
-                    } else {
-                        "Not yours? Sign out everywhere, then change your password.".to_string()
-                    },
+                    was_this_you(g),
                     if g.explain {
                         format!(
                             " Why ask: many devices share this name, so spotguard no longer takes a new session \
@@ -249,6 +253,44 @@ pub fn render(
             ),
             untrustable_actions,
         ),
+        // A generic name says nothing about whose device plays: say so, ask as the "connected"
+        // alert does, and trust this session only.
+        Event::UnknownPlaying {
+            name,
+            device_type,
+            what,
+            private_session,
+            looks_like: None,
+            generic: Some(g),
+            ..
+        } => {
+            let a = article(&g.noun);
+            (
+                format!("{} {} is playing on your Spotify account{on}", capitalised(a), plain(&g.noun, 64)),
+                format!(
+                    "{} {} is playing {} on your Spotify account ({}, {}, since {when}{}). Many devices share this \
+                     name, so spotguard cannot tell whether this one is yours. {} If it is yours, trust this \
+                     session{}.",
+                    capitalised(a),
+                    text(&g.noun),
+                    text_long(what, caps),
+                    bold(name),
+                    text(device_type),
+                    if *private_session { ", in a private session" } else { "" },
+                    was_this_you(g),
+                    if g.explain {
+                        format!(
+                            " here, or let every session of it pass with `spotguard devices trust \"{}\" \
+                             --any-session`",
+                            text(name)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                session_actions,
+            )
+        }
         Event::UnknownPlaying { name, device_type, what, private_session, looks_like: None, .. } => (
             format!("Unknown device is playing on your Spotify account{on}"),
             format!(
@@ -346,11 +388,6 @@ pub fn render(
         urgency: event.urgency(),
         actions: if caps.actions { actions } else { Vec::new() },
     })
-}
-
-/// "an" before a vowel ("an iPhone", "an Android phone"), else "a".
-fn article(noun: &str) -> &'static str {
-    if noun.starts_with(|c: char| "aeiouAEIOU".contains(c)) { "an" } else { "a" }
 }
 
 fn capitalised(word: &str) -> String {
@@ -546,6 +583,7 @@ mod tests {
             what: "\u{201c}Song\u{201d} by Band".into(),
             private_session: true,
             looks_like: None,
+            generic: None,
             track: Some("Song".into()),
             artists: vec!["Band".into()],
         };
@@ -561,6 +599,7 @@ mod tests {
             what: "a podcast episode".into(),
             private_session: false,
             looks_like: Some(LookAlike { name: "Phone".into(), device_type: "Smartphone".into() }),
+            generic: None,
             track: None,
             artists: Vec::new(),
         };
@@ -646,6 +685,91 @@ mod tests {
         let a = render(&first, at(), "default", false, &full(), URL).expect("shown");
         assert_eq!(a.summary, "An iPhone connected to your Spotify account");
         assert!(a.body.contains("`spotguard devices trust \"iPhone\" --any-session`"), "{}", a.body);
+    }
+
+    fn generic_playing(name: &str, trusted_before: bool, explain: bool) -> Event {
+        Event::UnknownPlaying {
+            name: name.into(),
+            device_type: "Computer".into(),
+            what: "\u{201c}Song\u{201d} by Band".into(),
+            private_session: false,
+            looks_like: None,
+            generic: Some(crate::event::GenericSighting {
+                noun: "web player".into(),
+                trusted_before,
+                explain,
+            }),
+            track: Some("Song".into()),
+            artists: vec!["Band".into()],
+        }
+    }
+
+    #[test]
+    fn a_generic_name_playing_says_it_cannot_tell_whose_it_is_and_trusts_this_session_only() {
+        let e = generic_playing("Web Player (Chrome)", true, false);
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        let hm = at().with_timezone(&Local).format("%H:%M").to_string();
+        assert_eq!(a.summary, "A web player is playing on your Spotify account");
+        assert!(
+            a.body.starts_with(&format!(
+                "A web player is playing \u{201c}Song\u{201d} by Band on your Spotify account \
+                 (<b>Web Player (Chrome)</b>, Computer, since {hm}). Many devices share this name, so spotguard \
+                 cannot tell whether this one is yours. You have trusted a web player before: was this you? \
+                 If not, sign out everywhere, then change your password. If it is yours, trust this session."
+            )),
+            "{}",
+            a.body
+        );
+        assert_eq!(a.urgency, Urgency::Critical, "still the loud alert");
+        assert!(a.actions.contains(&(action::TRUST, "Trust this session")), "{:?}", a.actions);
+        assert!(a.actions.contains(&(action::SIGN_OUT, "Sign out everywhere")), "{:?}", a.actions);
+        // Nothing trusted of this name: the plain question; the first one says how to let all pass.
+        let a = render(
+            &generic_playing("Web Player (Chrome)", false, true),
+            at(),
+            "default",
+            false,
+            &full(),
+            URL,
+        )
+        .expect("shown");
+        assert!(
+            a.body.contains("cannot tell whether this one is yours. Not yours? Sign out everywhere"),
+            "{}",
+            a.body
+        );
+        assert!(!a.body.contains("trusted a web player"), "{}", a.body);
+        assert!(
+            a.body.ends_with(
+                "If it is yours, trust this session here, or let every session of it pass with \
+                 `spotguard devices trust \"Web Player (Chrome)\" --any-session`. \
+                 <a href=\"https://www.spotify.com/account/overview/\">Open your Spotify account</a>"
+            ),
+            "{}",
+            a.body
+        );
+    }
+
+    #[test]
+    fn a_generic_name_playing_is_escaped_only_for_markup_servers() {
+        // `Web Player (*)` is generic whatever the browser part says.
+        let e = generic_playing("Web Player (<a href=\"x\">&</a>)", true, true);
+        let a = render(&e, at(), "default", false, &full(), URL).expect("shown");
+        assert!(!a.body.contains("<a href=\"x\""), "{}", a.body);
+        assert!(
+            a.body.contains("<b>Web Player (&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;)</b>"),
+            "{}",
+            a.body
+        );
+        assert!(a.body.contains("trust \"Web Player (&lt;a href="), "{}", a.body);
+        let plain = Capabilities { actions: true, ..Capabilities::default() };
+        let a = render(&e, at(), "default", false, &plain, URL).expect("shown");
+        assert!(
+            a.body.contains("(Web Player (<a href=\"x\">&</a>), Computer,"),
+            "no markup: as is: {}",
+            a.body
+        );
+        assert!(!a.body.contains("Open your Spotify account"), "no link without body-hyperlinks");
     }
 
     #[test]

@@ -680,6 +680,7 @@ mod tests {
                 track: Some("Song".into()),
                 artists: vec!["Band".into(), "Other".into()],
                 looks_like: None,
+                generic: None,
             },
             attempts: 0,
         };

@@ -52,6 +52,73 @@ async fn check_does_not_pass_while_a_device_cannot_be_read() {
     assert!(stdout(&out).contains("1 more device(s) that could not be read"), "{}", stdout(&out));
 }
 
+/// `check` says how much each device's name and id prove, in the words and the JSON field of
+/// `devices`: a record's own strength, and for a device not on record the one it will get.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_shows_each_devices_identity_as_devices_does() {
+    use sha1::Digest as _;
+    let s = Sandbox::new().await;
+    s.seed_trusted("tab-1", "Web Player (Chrome)", "Computer");
+    s.seed_trusted("echo-1", "Echo Dot", "Speaker");
+    let out = s.run(&["devices", "trust", "Echo Dot", "--any-session"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pi: String = sha1::Sha1::digest(b"Kitchen Pi").iter().map(|b| format!("{b:02x}")).collect();
+    s.spotify.set_devices(vec![
+        fake::device("tab-1", "Web Player (Chrome)", "Computer", false),
+        fake::device("echo-1", "Echo Dot", "Speaker", false),
+        fake::device(&pi, "Kitchen Pi", "Speaker", false),
+        fake::device("desk-1", "Anna's desktop", "Computer", false),
+    ]);
+
+    let out = s.run(&["check", "--json"]).await;
+    assert_eq!(out.status.code(), Some(3), "two new devices; stderr: {}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).expect("check --json is JSON");
+    let got: Vec<(&str, &str, bool)> = json["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .map(|d| {
+            let name = d["name"].as_str().expect("name");
+            (
+                name,
+                d["strength"].as_str().expect("strength"),
+                d["any_session"].as_bool().expect("any_session"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Web Player (Chrome)", "weak", false),
+            ("Echo Dot", "weak", true),
+            ("Kitchen Pi", "name_derived", false),
+            ("Anna's desktop", "named", false),
+        ],
+        "{json}"
+    );
+    // The records on file read the same in `devices --json`.
+    let list: Value = serde_json::from_str(&stdout(&s.run(&["devices", "--json"]).await)).expect("json");
+    for d in list.as_array().expect("array") {
+        let c = json["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .find(|c| c["name"] == d["name"])
+            .expect("in both");
+        assert_eq!((&c["strength"], &c["any_session"]), (&d["strength"], &d["any_session"]), "{d}");
+    }
+
+    let text = stdout(&s.run(&["check"]).await);
+    for line in [
+        "  Web Player (Chrome) (Computer): trusted; identity weak",
+        "  Echo Dot (Speaker): trusted; identity any session",
+        "  Kitchen Pi (Speaker): NEW, NOT TRUSTED; identity name-id",
+        "  Anna's desktop (Computer): NEW, NOT TRUSTED; identity named",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_records_devices_then_trust_makes_check_pass() {
     let s = Sandbox::new().await;

@@ -139,7 +139,8 @@ async fn unknown_playback_is_critical_and_names_what_plays() {
     let bus = TestBus::start();
     let server = NotificationServer::start(&bus, FULL).await;
     let s = reviewed_desktop_sandbox().await;
-    let speaker = fake::device("spk-1", "Living room", "Speaker", true);
+    // A chosen name: a default one ("Living room") gets the generic wording (`identity::`).
+    let speaker = fake::device("spk-1", "Garage hifi", "Speaker", true);
     s.spotify.set_devices(vec![speaker.clone()]);
     s.spotify.set_playback(Some(fake::playing(speaker, "Song <3", "Band & Co")));
     let mut d = start(&s, &bus);

@@ -99,6 +99,51 @@ async fn issue_12_a_strangers_web_player_is_alerted_while_the_owners_is_offline(
     assert!(table.contains("IDENTITY") && table.contains("weak"), "{table}");
 }
 
+/// A stranger's Chrome tab *playing* while the owner's trusted tab is closed: the critical
+/// alert says the name is one every web player has, so spotguard cannot tell whose it is,
+/// asks as the "connected" alert does, and its Trust trusts that session only.
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_12_a_strangers_web_player_playing_is_critical_and_says_the_name_proves_nothing() {
+    let bus = TestBus::start();
+    let server = NotificationServer::start(&bus, FULL).await;
+    let s = sandbox().await;
+    s.seed_trusted("tab-owner-1", CHROME, "Computer");
+    s.spotify.set_devices(vec![]);
+    let d = start(&s, &bus);
+    polls(&s, 3).await;
+    let stranger = fake::device("tab-stranger-2", CHROME, "Computer", true);
+    s.spotify.set_playback(Some(fake::playing(stranger.clone(), "Song <3", "Band & Co")));
+    s.spotify.set_devices(vec![stranger]);
+
+    let n = server.wait_for(1, WAIT).await.remove(0);
+    assert_eq!(n.summary, "A web player is playing on your Spotify account");
+    assert!(
+        n.body.starts_with(
+            "A web player is playing \u{201c}Song &lt;3\u{201d} by Band &amp; Co on your Spotify account \
+             (<b>Web Player (Chrome)</b>, Computer, since "
+        ),
+        "{}",
+        n.body
+    );
+    for said in [
+        "Many devices share this name, so spotguard cannot tell whether this one is yours.",
+        "You have trusted a web player before: was this you? If not, sign out everywhere",
+        "trust this session here, or let every session of it pass with \
+         `spotguard devices trust \"Web Player (Chrome)\" --any-session`.",
+    ] {
+        assert!(n.body.contains(said), "{said:?} in {}", n.body);
+    }
+    assert_eq!(n.urgency, Some(2), "critical");
+    assert_eq!(n.action_label("trust").as_deref(), Some("Trust this session"));
+    server.wait_until_subscribed(n.id, WAIT).await;
+    server.invoke_action(n.id, "trust").await;
+    s.wait_for_store("the session trusted", WAIT, |_| record_of(&s, "tab-stranger-2").is_some_and(|r| r.1))
+        .await;
+    stop(d).await;
+    assert_ne!(record_of(&s, "tab-stranger-2").map(|r| r.0), record_of(&s, "tab-owner-1").map(|r| r.0));
+    assert_eq!(history_kinds(&s).iter().filter(|k| **k == "unknown_playing").count(), 1);
+}
+
 /// The owner's web player rotating its id between two consecutive polls, while in use: the
 /// same device (continuity), no alert.
 #[tokio::test(flavor = "multi_thread")]

@@ -34,9 +34,11 @@ fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
 async fn chromium_renders_the_timeline_with_the_unknown_device_marked() {
     let s = Sandbox::new().await;
     s.seed_reviewed();
+    s.seed_trusted("tab-1", "Web Player (Chrome)", "Computer");
     s.spotify.set_devices(vec![
         fake::device("laptop-1", "Laptop", "Computer", false),
         fake::device("intruder-1", "Galaxy <S24>", "Smartphone", false),
+        fake::device("tab-1", "Web Player (Chrome)", "Computer", false),
     ]);
     let mut d = s.spawn_daemon(&[]);
     s.wait_for_polls(3, Duration::from_secs(10)).await;
@@ -61,6 +63,16 @@ async fn chromium_renders_the_timeline_with_the_unknown_device_marked() {
     assert_eq!(dom.matches("<rect class=\"unknown\"").count(), 1, "one stretch online for the stranger");
     assert!(dom.contains("unknown device “Galaxy &lt;S24&gt;” (Smartphone) is online"), "the event list");
     assert!(!dom.contains("<S24>"), "the name is text, not markup");
+    // The devices table says how much each name proves, in the words of `spotguard devices`.
+    for (row, identity) in [
+        ("<tr><td>Web Player (Chrome)</td><td>Computer</td><td class=\"trusted\">yes</td>", "weak"),
+        ("<tr><td>Laptop</td><td>Computer</td><td class=\"trusted\">yes</td>", "named"),
+    ] {
+        assert!(
+            dom.contains(&format!("{row}<td class=\"identity\">{identity}</td>")),
+            "{row} {identity}: {dom}"
+        );
+    }
 
     let shot = s.path().join("report.png");
     let out = chromium(
