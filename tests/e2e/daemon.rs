@@ -948,6 +948,43 @@ async fn a_down_channel_gets_the_alert_once_late_and_a_hung_one_delays_nothing()
     }
 }
 
+/// A channel's place follows where it sends: one that was down when an alert came, then is
+/// given a name while a new channel is added before it (which takes its old name,
+/// `webhook-1`), still gets that alert, once; the new channel does not get it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_renamed_while_it_owes_an_alert_still_gets_it_once() {
+    let rx = Receiver::start().await;
+    rx.answer("/hook", Answer::Status(503));
+    let mut s = Sandbox::new().await;
+    let base = rx.base.clone();
+    s.with_config(&format!("[[channels]]\ntype = \"webhook\"\nurl = \"{base}/hook\"\n"));
+    s.seed_reviewed();
+    s.spotify.set_devices(vec![
+        fake::device("reviewed-0", "Reviewed laptop", "Computer", false),
+        fake::device("b-id", "Galaxy S24", "Smartphone", false),
+    ]);
+    let mut d = s.spawn_daemon(&[]);
+    rx.wait_for("/hook", 1, Duration::from_secs(10)).await;
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert!(rx.accepted("/hook").is_empty(), "it was down");
+
+    s.replace_config(&format!(
+        "[[channels]]\ntype = \"webhook\"\nurl = \"{base}/other\"\n\n\
+         [[channels]]\ntype = \"webhook\"\nname = \"phone\"\nurl = \"{base}/hook\"\n"
+    ));
+    rx.answer("/hook", Answer::Ok);
+    let mut d = s.spawn_daemon(&[]);
+    let got = rx.wait_for("/hook", 2, Duration::from_secs(15)).await;
+    assert_eq!(got.last().expect("a request").json()["kind"], "device_appeared");
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 2, WAIT).await;
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    assert_eq!(rx.accepted("/hook").len(), 1, "owed, sent once: {:?}", rx.requests());
+    assert!(rx.requests().iter().all(|r| r.path != "/other"), "the new channel starts with the next alert");
+}
+
 /// Issue 13's heartbeat: a GET after the first good round, `/fail` at once when a round fails,
 /// and nothing more within 5 minutes of either.
 #[tokio::test(flavor = "multi_thread")]

@@ -76,6 +76,12 @@ impl Sandbox {
         self
     }
 
+    /// Replaces what [`Sandbox::with_config`] added, as a person editing the file would.
+    pub fn replace_config(&mut self, extra: &str) -> &mut Sandbox {
+        self.extra.clear();
+        self.with_config(extra)
+    }
+
     /// The config: the fake's base URL, the temp database, 1 s polls, no desktop by default,
     /// and an opener that appends its last argument to `opened.txt`.
     fn write_config(&self) {
