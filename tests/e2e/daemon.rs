@@ -590,6 +590,63 @@ async fn a_full_disk_still_pushes_the_intruder_to_the_channels_once() {
     drop(disk);
 }
 
+/// A reload on a full disk: a refresh made while nothing could be saved lives only in memory.
+/// The sessions SIGHUP builds take it up instead of the spent refresh token on disk, which a
+/// rotating token service refuses for good; once there is room again it is saved.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_on_a_full_disk_keeps_the_refresh_that_could_not_be_saved() {
+    if !can_mount() {
+        return;
+    }
+    let s = Sandbox::new().await;
+    let disk = SmallDisk::mount(&s);
+    s.spotify.set_rotation(true);
+    // A refreshable login whose access token is due for refresh a few seconds from now.
+    let (access, refresh) = s.spotify.issue_tokens(common::sandbox::CLIENT_ID);
+    let seeded = spotguard::auth::TokenSet {
+        refresh_token: Some(spotguard::auth::Secret::new(refresh)),
+        expires_at: chrono::Utc::now()
+            + chrono::Duration::from_std(spotguard::auth::session::REFRESH_MARGIN).expect("margin")
+            + chrono::Duration::seconds(4),
+        authorized_at: chrono::Utc::now() - chrono::Duration::days(1),
+        ..common::sandbox::token_set(&access)
+    };
+    s.tokens().save("default", &seeded).expect("seed the login");
+    let mut d = s.spawn_daemon(&[]);
+    s.wait_for_polls(2, WAIT).await;
+    assert_eq!(s.spotify.token_requests("refresh_token"), 0);
+    disk.fill();
+    // The refresh comes; its save fails for want of room.
+    let start = std::time::Instant::now();
+    while s.spotify.token_requests("refresh_token") == 0 {
+        assert!(start.elapsed() < WAIT, "no refresh came:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 1, WAIT).await;
+    assert_eq!(s.tokens().load("default").expect("tokens"), seeded, "not saved: the disk is full");
+    d.signal("HUP");
+    let polls = s.spotify.request_count(DEVICES);
+    s.wait_for_polls(polls + 3, WAIT).await;
+    assert_eq!(
+        s.spotify.token_requests("refresh_token"),
+        1,
+        "the spent refresh token was not used:\n{}",
+        d.log_text()
+    );
+    assert!(!d.log_text().contains("no longer accepts"), "{}", d.log_text());
+    // Room again: the next poll saves the refreshed login.
+    std::fs::remove_file(s.path().join("data/filler")).expect("free the disk");
+    let start = std::time::Instant::now();
+    while s.tokens().load("default").expect("tokens").refresh_token == seeded.refresh_token {
+        assert!(start.elapsed() < WAIT, "never saved:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.signal("TERM");
+    assert!(d.wait(WAIT).await.success());
+    drop(disk);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_at_start_is_one_clear_sentence_and_a_failed_exit() {
     if !can_mount() {
