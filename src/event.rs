@@ -153,6 +153,17 @@ pub struct GenericSighting {
     pub explain: bool,
 }
 
+impl GenericSighting {
+    /// "; a trusted web player has this name too" when one has, for the history line.
+    fn trusted_too(&self) -> String {
+        if self.trusted_before {
+            format!("; a trusted {} has this name too", self.noun)
+        } else {
+            String::new()
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -239,11 +250,7 @@ impl Event {
                  trusted device{}{}",
                     article(&g.noun),
                     g.noun,
-                    if g.trusted_before {
-                        format!("; a trusted {} has this name too", g.noun)
-                    } else {
-                        String::new()
-                    },
+                    g.trusted_too(),
                     jam_note(*jam)
                 )
             }
@@ -286,11 +293,7 @@ impl Event {
                  any trusted device{}",
                     article(&g.noun),
                     g.noun,
-                    if g.trusted_before {
-                        format!("; a trusted {} has this name too", g.noun)
-                    } else {
-                        String::new()
-                    }
+                    g.trusted_too()
                 )
             }
             Event::UnknownPlaying { name, device_type, what, looks_like: None, .. } => {
