@@ -164,51 +164,48 @@ pub const MEMORY_TRIES: u32 = 3;
 /// Pushes `events` of `account`, which could not be recorded, to every channel that wants
 /// them, from memory: one task per channel, so a channel that is down or hung delays nothing
 /// (each send is bounded by the channel's timeout). Each tries [`MEMORY_TRIES`] times on the
-/// usual waits, then says once that it gave up. Returns the tasks.
+/// usual waits, then says once that it gave up.
 pub fn push_unrecorded(
     channels: &[Arc<Channel>],
     links: &Links,
     account: &str,
     events: &[crate::event::Event],
-) -> Vec<tokio::task::JoinHandle<()>> {
+) {
     let messages: Vec<Message> =
         events.iter().filter_map(|e| Message::unrecorded(account, e, links)).collect();
-    channels
-        .iter()
-        .filter_map(|channel| {
-            let wanted: Vec<Message> = messages.iter().filter(|m| channel.wants(m)).cloned().collect();
-            if wanted.is_empty() {
-                return None;
-            }
-            let channel = channel.clone();
-            Some(tokio::spawn(async move {
-                for msg in wanted {
-                    let mut failed = 0;
-                    loop {
-                        match channel.send(&msg).await {
-                            Ok(()) => {
-                                tracing::info!(channel = %channel.name, kind = msg.kind, "an alert that could not be recorded was delivered");
-                                break;
-                            }
-                            Err(why) if failed + 1 >= MEMORY_TRIES => {
-                                tracing::error!(
-                                    channel = %channel.name,
-                                    kind = msg.kind,
-                                    "gave up on an alert that could not be recorded, after {MEMORY_TRIES} tries: {why}"
-                                );
-                                break;
-                            }
-                            Err(why) => {
-                                failed += 1;
-                                tracing::warn!(channel = %channel.name, kind = msg.kind, "could not deliver an alert that could not be recorded: {why}; retrying");
-                                tokio::time::sleep(retry_after(failed, fastrand::f64())).await;
-                            }
+    for channel in channels {
+        let wanted: Vec<Message> = messages.iter().filter(|m| channel.wants(m)).cloned().collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            for msg in wanted {
+                let mut failed = 0;
+                loop {
+                    match channel.send(&msg).await {
+                        Ok(()) => {
+                            tracing::info!(channel = %channel.name, kind = msg.kind, "an alert that could not be recorded was delivered");
+                            break;
+                        }
+                        Err(why) if failed + 1 >= MEMORY_TRIES => {
+                            tracing::error!(
+                                channel = %channel.name,
+                                kind = msg.kind,
+                                "gave up on an alert that could not be recorded, after {MEMORY_TRIES} tries: {why}"
+                            );
+                            break;
+                        }
+                        Err(why) => {
+                            failed += 1;
+                            tracing::warn!(channel = %channel.name, kind = msg.kind, "could not deliver an alert that could not be recorded: {why}; retrying");
+                            tokio::time::sleep(retry_after(failed, fastrand::f64())).await;
                         }
                     }
                 }
-            }))
-        })
-        .collect()
+            }
+        });
+    }
 }
 
 #[cfg(test)]
