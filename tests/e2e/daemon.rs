@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::dbus::{NotificationServer, TestBus};
 use common::receiver::{Answer, Receiver};
-use common::sandbox::{Sandbox, TOKEN};
+use common::sandbox::{Sandbox, TOKEN, until};
 use serde_json::json;
 use spotguard::fake::{self, Fault};
 use spotguard::store::Store;
@@ -617,11 +617,12 @@ async fn a_reload_on_a_full_disk_keeps_the_refresh_that_could_not_be_saved() {
     assert_eq!(s.spotify.token_requests("refresh_token"), 0);
     disk.fill();
     // The refresh comes; its save fails for want of room.
-    let start = std::time::Instant::now();
-    while s.spotify.token_requests("refresh_token") == 0 {
-        assert!(start.elapsed() < WAIT, "no refresh came:\n{}", d.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        WAIT,
+        || s.spotify.token_requests("refresh_token") > 0,
+        || format!("no refresh came:\n{}", d.log_text()),
+    )
+    .await;
     let polls = s.spotify.request_count(DEVICES);
     s.wait_for_polls(polls + 1, WAIT).await;
     assert_eq!(s.tokens().load("default").expect("tokens"), seeded, "not saved: the disk is full");
@@ -637,11 +638,8 @@ async fn a_reload_on_a_full_disk_keeps_the_refresh_that_could_not_be_saved() {
     assert!(!d.log_text().contains("no longer accepts"), "{}", d.log_text());
     // Room again: the next poll saves the refreshed login.
     std::fs::remove_file(s.path().join("data/filler")).expect("free the disk");
-    let start = std::time::Instant::now();
-    while s.tokens().load("default").expect("tokens").refresh_token == seeded.refresh_token {
-        assert!(start.elapsed() < WAIT, "never saved:\n{}", d.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let saved = || s.tokens().load("default").expect("tokens").refresh_token != seeded.refresh_token;
+    until(WAIT, saved, || format!("never saved:\n{}", d.log_text())).await;
     d.signal("TERM");
     assert!(d.wait(WAIT).await.success());
     drop(disk);
@@ -992,11 +990,12 @@ async fn a_down_channel_gets_the_alert_once_late_and_a_hung_one_delays_nothing()
 
     rx.answer("/flaky", Answer::Ok);
     let mut d2 = s.spawn_daemon(&[]);
-    let start = std::time::Instant::now();
-    while rx.accepted("/flaky").is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(15), "flaky delivered after the restart");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        Duration::from_secs(15),
+        || !rx.accepted("/flaky").is_empty(),
+        || "flaky delivered after the restart".to_string(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     d2.signal("TERM");
     assert!(d2.wait(Duration::from_secs(10)).await.success());
@@ -1075,11 +1074,12 @@ async fn a_reload_that_cannot_start_keeps_the_old_configuration_running() {
     s.wait_for_polls(2, Duration::from_secs(10)).await;
     s.with_config("[health]\nping_url = \"http://127.0.0.1:9/ping\"\nca_file = \"/nonexistent/ca.pem\"\n");
     d.signal("HUP");
-    let start = std::time::Instant::now();
-    while !d.log_text().contains("cannot start; the old one stays in force") {
-        assert!(start.elapsed() < Duration::from_secs(10), "{}", d.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        Duration::from_secs(10),
+        || d.log_text().contains("cannot start; the old one stays in force"),
+        || d.log_text(),
+    )
+    .await;
     let polls = s.spotify.request_count(DEVICES);
     s.wait_for_polls(polls + 2, Duration::from_secs(10)).await;
     d.signal("TERM");

@@ -190,11 +190,21 @@ impl Sandbox {
 
     /// Waits until the fake has served `n` device-list requests in all.
     pub async fn wait_for_polls(&self, n: usize, timeout: Duration) {
-        let start = Instant::now();
-        while self.spotify.request_count("/v1/me/player/devices") < n {
-            assert!(start.elapsed() < timeout, "timed out waiting for {n} polls");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(
+            timeout,
+            || self.spotify.request_count("/v1/me/player/devices") >= n,
+            || format!("timed out waiting for {n} polls"),
+        )
+        .await;
+    }
+}
+
+/// Waits until `done` holds, looking every 20 ms; past `timeout` the test fails with `why()`.
+pub async fn until(timeout: Duration, done: impl Fn() -> bool, why: impl Fn() -> String) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "{}", why());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
